@@ -58,6 +58,10 @@ class Split:
         """What the model may see (and what is masked) when predicting ``stage``."""
         return self._csr([self.train] if stage == "valid" else [self.train, self.valid])
 
+    def known(self) -> sp.csr_matrix:
+        """Every interaction (train + valid + test): what serving sees and never recommends back."""
+        return self._csr([self.train, self.valid, self.test])
+
     def targets(self, stage: Stage) -> sp.csr_matrix:
         return self._csr([self.valid if stage == "valid" else self.test])
 

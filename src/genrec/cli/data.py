@@ -1,0 +1,63 @@
+"""``genrec data list|prepare|report``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from genrec.cli._common import console
+from genrec.data.ingest import Filters
+from genrec.data.prepare import dataset_dir, load_dataset, prepare
+from genrec.data.presets import PRESETS
+
+app = typer.Typer(help="List, prepare and describe datasets.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_() -> None:
+    """Known dataset presets and whether they are prepared here."""
+    table = Table("name", "prepared", "description")
+    for name, preset in PRESETS.items():
+        table.add_row(name, "yes" if dataset_dir(name).is_dir() else "", preset.description)
+    console.print(table)
+
+
+@app.command("prepare")
+def prepare_(
+    name: str = typer.Argument(..., help="a preset (see `genrec data list`) or a new name with --path"),
+    raw_dir: Optional[Path] = typer.Option(None, help="folder with the raw files (else $GENREC_DATA, cache, download)"),
+    path: Optional[Path] = typer.Option(None, help="your own CSV/TSV/Parquet/JSONL log"),
+    format: Optional[str] = typer.Option(None, "--format", help="csv|tsv|parquet|jsonl (default: from the extension)"),
+    user: str = typer.Option("user_id", help="user column of --path"),
+    item: str = typer.Option("item_id", help="item column of --path"),
+    time: Optional[str] = typer.Option(None, help="timestamp column of --path"),
+    rating: Optional[str] = typer.Option(None, help="rating column of --path"),
+    min_user: int = typer.Option(0, help="k-core: minimum interactions per user"),
+    min_item: int = typer.Option(0, help="k-core: minimum interactions per item"),
+    rating_threshold: Optional[float] = typer.Option(None, help="keep ratings >= this"),
+    force: bool = typer.Option(False, help="rebuild even if prepared"),
+) -> None:
+    """Ingest a dataset into genrec's Parquet format (filters, id maps, time order)."""
+    mapping = {"user": user, "item": item, "time": time, "rating": rating} if path else None
+    ds = prepare(name, filters=Filters(min_user, min_item, rating_threshold), raw_dir=raw_dir,
+                 path=path, fmt=format, mapping=mapping, force=force)
+    console.print(f"[green]prepared[/] {ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, "
+                  f"{ds.interactions.height:,} interactions -> {ds.path}")
+    if ds.meta.get("partial"):
+        console.print(f"[yellow]note:[/] {ds.meta['partial']}")
+
+
+@app.command("report")
+def report(
+    name: str = typer.Argument(..., help="prepared dataset name or directory"),
+    out: Optional[Path] = typer.Option(None, help="output folder (default: <dataset>/report)"),
+) -> None:
+    """Write an EDA report (markdown + PNG plots) for a dataset."""
+    from genrec.data.report import write_report
+
+    ds = load_dataset(name)
+    path = write_report(ds, out or Path(ds.path) / "report")
+    console.print(f"[green]report[/] {path}")

@@ -1,0 +1,37 @@
+"""Plots a person would rather look at than read: metric bars across models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["metrics_bar_chart"]
+
+
+def metrics_bar_chart(results: dict[str, dict[str, float]], metrics: list[str], out: Path,
+                      title: str = "") -> Path:
+    """Grouped bars: one group per metric, one bar per model (``results[model][metric]``)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    models = list(results)
+    x = np.arange(len(metrics))
+    width = 0.8 / max(len(models), 1)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(metrics), 4.2), dpi=110)
+    for j, model in enumerate(models):
+        vals = [results[model].get(m, 0.0) for m in metrics]
+        bars = ax.bar(x + (j - (len(models) - 1) / 2) * width, vals, width, label=model)
+        ax.bar_label(bars, fmt="%.3f", fontsize=7, padding=2)
+    ax.set_xticks(x, metrics)
+    ax.set_ylabel("value (full ranking, history masked)")
+    ax.set_title(title)
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
+    ax.margins(y=0.15)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

@@ -1,0 +1,29 @@
+"""One explicit table: model name -> (module, model class, config class), imported lazily.
+
+Adding a model is one line here plus its own file under ``genrec.models``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from genrec.config import ConfigError
+
+__all__ = ["MODELS", "model_classes"]
+
+MODELS: dict[str, tuple[str, str, str]] = {
+    "popularity": ("genrec.models.popularity", "Popularity", "PopularityConfig"),
+    "itemcf": ("genrec.models.itemcf", "ItemCF", "ItemCFConfig"),
+    "ease": ("genrec.models.ease", "EASE", "EASEConfig"),
+}
+
+
+def model_classes(name: str) -> tuple[type, type]:
+    """(Model class, Config class) for a registered model name."""
+    try:
+        module, model, config = MODELS[name]
+    except KeyError:
+        raise ConfigError(f"unknown model {name!r}; available: {', '.join(MODELS)}") from None
+    mod: Any = importlib.import_module(module)
+    return getattr(mod, model), getattr(mod, config)

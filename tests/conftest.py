@@ -1,0 +1,38 @@
+"""Shared fixtures. Real datasets live in ../shared/data (or $GENREC_DATA); with
+GENREC_REQUIRE_DATA=1 (CI) a missing dataset fails the test instead of skipping it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    env = os.environ.get("GENREC_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+    """shared_data("ml-100k") -> Path of that raw folder, or skip/fail when it is absent."""
+
+    def get(name: str) -> Path:
+        path = shared_data_root() / name
+        if not path.is_dir():
+            msg = f"real dataset folder {path} is missing"
+            if os.environ.get("GENREC_REQUIRE_DATA") == "1":
+                pytest.fail(msg + " (GENREC_REQUIRE_DATA=1)")
+            pytest.skip(msg)
+        return path
+
+    return get
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Never let a test write to the user's ~/.genrec."""
+    monkeypatch.setenv("GENREC_HOME", str(tmp_path_factory.mktemp("genrec_home")))
