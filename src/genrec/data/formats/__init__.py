@@ -4,8 +4,8 @@ A reader only parses; filtering, id vocabularies, sorting and storage happen onc
 ``genrec.data.ingest``. Contract of ``RawData.interactions`` (a polars LazyFrame, so tens of
 millions of rows stream):
 
-    user_id   Utf8     raw user id
-    item_id   Utf8     raw item id
+    user_id   Utf8 or integer   raw user id (integers stay integers: 32M ids need no strings)
+    item_id   Utf8 or integer   raw item id
     timestamp Int64    unix seconds, or a position in the user's sequence; null when unknown
     rating    Float32  null for implicit feedback
     split     Utf8     optional: "train"/"test" when the source fixes the split (LightGCN files)
