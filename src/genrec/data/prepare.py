@@ -49,9 +49,12 @@ def prepare(
     force: bool = False,
     download: bool = True,
 ) -> Dataset:
-    """Prepare ``name`` (a preset, or any name with ``path`` + ``mapping``) and store it."""
+    """Prepare ``name`` (a preset, or any name with ``path`` + ``mapping``) and store it.
+
+    A prepared preset is reused unless ``force``; an explicit ``path`` is always re-read.
+    """
     out = dataset_dir(name, filters)
-    if out.is_dir() and not force:
+    if out.is_dir() and not force and path is None:
         try:
             return Dataset.load(out)
         except DataError:
