@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # Real datasets for integration tests and the demo, when this checkout sits beside shared/.
 export GENREC_DATA ?= $(abspath $(wildcard ../shared/data))
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test browser clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ setup: $(STAMP)
 demo: setup
 	$(BIN)/genrec quickstart
 
-test: setup
+# Debian's chromium for the browser test of the web page (Playwright drives it; never downloads one).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium could not be installed: the browser test will be skipped"; }
+
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 clean:
