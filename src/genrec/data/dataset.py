@@ -109,6 +109,7 @@ class Dataset:
         path = Path(path).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        tmp.chmod(0o755)  # mkdtemp makes it owner-only
         try:
             self.interactions.write_parquet(tmp / "interactions.parquet")
             self.items.write_parquet(tmp / "items.parquet")

@@ -134,7 +134,8 @@ def build_dataset(raw: RawData, name: str, filters: Filters = Filters(), source:
     n_dup = 0
     if filters.dedup:
         before = df.height
-        df = df.unique(subset=["user_idx", "item_idx"], keep="first", maintain_order=True)
+        # rows are sorted by (user, time, file order): the first distinct is the earliest
+        df = df.filter(pl.col("item_idx").is_first_distinct().over("user_idx"))
         n_dup = before - df.height
 
     mask = kcore_mask(df["user_idx"].to_numpy(), df["item_idx"].to_numpy(),
@@ -149,8 +150,8 @@ def build_dataset(raw: RawData, name: str, filters: Filters = Filters(), source:
         )
 
     # Re-index densely over what survived (codes keep their sorted raw-id order).
-    kept_u = np.unique(df["user_idx"].to_numpy())
-    kept_i = np.unique(df["item_idx"].to_numpy())
+    kept_u = np.flatnonzero(np.bincount(df["user_idx"].to_numpy()))
+    kept_i = np.flatnonzero(np.bincount(df["item_idx"].to_numpy()))
     remap_u = np.full(len(user_vocab), -1, dtype=np.int32)
     remap_u[kept_u] = np.arange(len(kept_u), dtype=np.int32)
     remap_i = np.full(len(item_vocab) + 1, -1, dtype=np.int32)
