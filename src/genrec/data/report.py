@@ -72,7 +72,7 @@ def write_report(ds: Dataset, out_dir: Path) -> Path:
         raise DataError(f"dataset {ds.name!r} has no interactions: nothing to report; "
                         f"re-run `genrec data prepare` with looser filters")
     if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "report.md").is_file():
-        raise ValueError(f"{out_dir} exists and is not an earlier genrec report (no report.md); "
+        raise DataError(f"{out_dir} exists and is not an earlier genrec report (no report.md); "
                          f"pass a new or empty folder so nothing else gets replaced")
     stats = _compute(ds)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
