@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from genrec.cli import data, quickstart, run
+from genrec.cli import data, embed, quickstart, run
 from genrec.cli._common import console_err
 from genrec.config import ConfigError
 from genrec.data.dataset import DataError
@@ -16,6 +16,7 @@ __all__ = ["app", "main"]
 app = typer.Typer(help="genrec: raw interaction logs -> trained recommenders -> honest evaluation.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(data.app, name="data")
+app.add_typer(embed.app, name="embed")
 run.register(app)
 quickstart.register(app)
 

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from genrec.cli._common import console
+from genrec.cli.embed import enrich_cmd
 from genrec.data.ingest import Filters
 from genrec.data.prepare import dataset_dir, load_dataset, prepare
 from genrec.data.presets import PRESETS
@@ -61,3 +62,6 @@ def report(
     ds = load_dataset(name)
     path = write_report(ds, out or Path(ds.path) / "report")
     console.print(f"[green]report[/] {path}")
+
+
+app.command("enrich")(enrich_cmd)
