@@ -16,6 +16,8 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "popularity": ("genrec.models.popularity", "Popularity", "PopularityConfig"),
     "itemcf": ("genrec.models.itemcf", "ItemCF", "ItemCFConfig"),
     "ease": ("genrec.models.ease", "EASE", "EASEConfig"),
+    "sasrec": ("genrec.models.sasrec", "SASRec", "SASRecConfig"),
+    "hstu": ("genrec.models.hstu", "HSTU", "HSTUConfig"),
 }
 
 

@@ -2,10 +2,16 @@
 
 A run directory holds everything needed to reload and serve without the training code path:
 
-    config.toml    the resolved RunConfig (model params included)
-    run.json       model name, dataset directory, timings, versions
-    model.npz      the model's state_dict
+    config.toml    the resolved RunConfig (model params and train settings included)
+    run.json       model name, dataset directory, timings, versions (and the training summary)
+    model.npz      a non-gradient model's state_dict (numpy arrays), or
+    model.pt       a torch model's state_dict (the best validated epoch)
     metrics.json   {"valid": {...}, "test": {...}} from the full-ranking evaluator
+
+Gradient models (those with a ``loss`` method) are trained by ``genrec.training.trainer.fit``:
+early stopping on the validation metric, best weights restored, then the test split evaluated
+once. The trainer also leaves ``checkpoint.pt``, ``best.pt``, ``train_log.jsonl`` and
+``curves.png`` in the run directory; ``train(..., resume=True)`` continues from the checkpoint.
 
 Example:
     >>> cfg = make_config("ease", ["data.name=ml-100k", "params.l2=300"])       # doctest: +SKIP
@@ -21,18 +27,22 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import torch
+from torch import nn
 
 from genrec import __version__
 from genrec.config import ConfigError, apply_overrides, from_dict, load_toml, to_dict, to_toml
+from genrec.data.batches import eval_batch, n_train_batches, train_batches, user_sequences
 from genrec.data.dataset import DataError, Dataset
 from genrec.data.ingest import Filters
 from genrec.data.prepare import load_dataset
 from genrec.data.splits import SPLITS, Split, make_split
 from genrec.evaluation import EvalResult, evaluate
 from genrec.registry import model_classes
+from genrec.training.trainer import TrainConfig, TrainResult, fit
 
 __all__ = ["DataConfig", "EvalConfig", "RunConfig", "Run", "make_config", "train", "load_run",
            "evaluate_run", "recommend"]
@@ -69,6 +79,7 @@ class RunConfig:
     model: str = "ease"  # a name from genrec.registry.MODELS
     data: DataConfig = field(default_factory=DataConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)  # gradient models only
     params: dict[str, Any] = field(default_factory=dict)  # the model's own config fields
 
     def validate(self) -> None:
@@ -99,7 +110,40 @@ def _build_model(cfg: RunConfig, n_items: int) -> Any:
     return model_cls(from_dict(config_cls, {**cfg.params, "n_items": n_items}))
 
 
-def _score_fn(model: Any, history: Any):
+_SUB_BATCH = 256  # sequences per forward pass when scoring
+
+
+def _is_gradient(model: Any) -> bool:
+    return hasattr(model, "loss")
+
+
+def _scorer(run: Run, stage: str) -> Callable[[np.ndarray], Any]:
+    """score(users) -> (B, n_items+1) from what is known before ``stage`` ("all" = serving)."""
+    model = run.model
+    if getattr(model, "input_kind", None) == "sequence":
+        max_len = model.config.max_len
+        lengths = user_sequences(run.split, stage).lengths()
+        model.eval()  # dropout off; the trainer switches back to train mode each epoch
+
+        def score(users: np.ndarray) -> torch.Tensor:
+            device = next(model.parameters()).device
+            # users of similar length share a sub-batch, so few columns are all-PAD
+            order = np.argsort(lengths[users], kind="stable")
+            out = None
+            with torch.no_grad():
+                for lo in range(0, len(users), _SUB_BATCH):
+                    rows = order[lo:lo + _SUB_BATCH]
+                    part = model.score(eval_batch(run.split, stage, users[rows], max_len).to(device))
+                    if out is None:
+                        out = part.new_empty((len(users), part.shape[1]))
+                    out[torch.from_numpy(rows).to(device)] = part
+            return out
+
+        return score
+    if _is_gradient(model):
+        raise ConfigError(f"{run.config.model}: input_kind {getattr(model, 'input_kind', None)!r} "
+                          f"has no batch builder in genrec.runs yet")
+    history = run.split.known() if stage == "all" else run.split.history(stage)
     return lambda users: model.score(users, history)
 
 
@@ -111,23 +155,58 @@ def evaluate_run(run: Run, stage: str = "test", keep_topk: bool = False) -> Eval
         raise DataError(f"the {split.name} split of {run.dataset.name} has no {stage} interactions")
     history = split.history(stage)
     popularity = np.asarray(split.train_matrix().sum(axis=0)).ravel()
-    return evaluate(_score_fn(run.model, history), history, targets, ks=run.config.eval.ks,
+    return evaluate(_scorer(run, stage), history, targets, ks=run.config.eval.ks,
                     batch_users=run.config.eval.batch_users, item_popularity=popularity,
                     keep_topk=keep_topk)
 
 
-def train(cfg: RunConfig, out: Path | None = None, progress: bool = False) -> Run:
-    """Fit ``cfg.model`` on the train split, evaluate valid and test, save to ``out``."""
+def _fit_gradient(run: Run, out: Path | None, progress: bool, resume: bool) -> TrainResult:
+    """Train with the one trainer, early-stopping on validation (when the split has one)."""
+    cfg, split, model = run.config.train, run.split, run.model
+    if getattr(model, "input_kind", None) != "sequence":
+        raise ConfigError(f"{run.config.model}: input_kind {getattr(model, 'input_kind', None)!r} "
+                          f"has no batch builder in genrec.runs yet")
+    max_len = model.config.max_len
+
+    def batches(epoch: int):
+        return train_batches(split, max_len, cfg.batch_size, cfg.seed, epoch)
+
+    steps = n_train_batches(split, cfg.batch_size)
+    if steps == 0:
+        raise DataError(f"{run.dataset.name}: no user has 2 or more training interactions, so a "
+                        f"sequence model has nothing to learn from; check the split and filters")
+    validate = (lambda: evaluate_run(run, "valid").metrics) if split.valid.height else None
+    return fit(model, cfg, batches, validate, run_dir=out, steps_per_epoch=steps, resume=resume,
+               progress=progress)
+
+
+def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
+          resume: bool = False) -> Run:
+    """Fit ``cfg.model`` on the train split, evaluate valid and test, save to ``out``.
+
+    Gradient models train with ``cfg.train`` (seeded by ``train.seed``) and keep their best
+    validated epoch; ``resume`` continues from ``out/checkpoint.pt``.
+    """
     ds = load_dataset(cfg.data.name, cfg.data.filters())
     split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
+    torch.manual_seed(cfg.train.seed)  # the initial weights of gradient models
     model = _build_model(cfg, ds.n_items)
     run = Run(cfg, model, ds, split)
 
     t0 = time.perf_counter()
-    model.fit(split.train_matrix())
-    info: dict[str, Any] = {"fit_seconds": round(time.perf_counter() - t0, 3)}
+    info: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
-    if split.valid.height:
+    if _is_gradient(model):
+        result = _fit_gradient(run, Path(out) if out is not None else None, progress, resume)
+        info.update(fit_seconds=round(time.perf_counter() - t0, 3), device=cfg.train.device,
+                    train=result.summary())
+        best = [h for h in result.history if h["epoch"] == result.best_epoch and "valid" in h]
+        if best:  # the restored weights' validation metrics, as measured during training
+            metrics["valid"] = best[0]["valid"]
+    else:
+        model.fit(split.train_matrix())
+        info["fit_seconds"] = round(time.perf_counter() - t0, 3)
+    if split.valid.height and "valid" not in metrics:
         metrics["valid"] = evaluate_run(run, "valid").metrics
     if cfg.eval.refit and split.valid.height and hasattr(model, "fit"):
         model.fit(split.history("test"))  # hyper-parameters were fixed on valid; test is untouched
@@ -144,8 +223,14 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False) -> Ru
     return run
 
 
+_TRAINER_FILES = ("checkpoint.pt", "best.pt", "train_log.jsonl", "curves.png")
+
+
 def save_run(run: Run, out: Path, metrics: dict[str, Any]) -> Path:
-    """Write the run directory atomically (temp dir, then rename)."""
+    """Write the run directory atomically (temp dir, then rename).
+
+    A torch model's trainer files, written into ``out`` while it trained, are kept.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -153,7 +238,13 @@ def save_run(run: Run, out: Path, metrics: dict[str, Any]) -> Path:
         (tmp / "config.toml").write_text(to_toml(to_dict(run.config)))
         (tmp / "run.json").write_text(json.dumps(run.info, indent=2))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        np.savez(tmp / "model.npz", **run.model.state_dict())
+        if isinstance(run.model, nn.Module):
+            torch.save(run.model.state_dict(), tmp / "model.pt")
+            for name in _TRAINER_FILES:
+                if (out / name).is_file():
+                    shutil.copy2(out / name, tmp / name)
+        else:
+            np.savez(tmp / "model.npz", **run.model.state_dict())
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
@@ -167,7 +258,9 @@ def save_run(run: Run, out: Path, metrics: dict[str, Any]) -> Path:
 def load_run(run_dir: str | Path) -> Run:
     """Reload a saved run: config, dataset, split and model weights (no refitting)."""
     run_dir = Path(run_dir)
-    missing = [n for n in ("config.toml", "run.json", "model.npz") if not (run_dir / n).is_file()]
+    found = [run_dir / n for n in ("model.pt", "model.npz") if (run_dir / n).is_file()]
+    missing = [n for n in ("config.toml", "run.json") if not (run_dir / n).is_file()]
+    missing += [] if found else ["model.pt or model.npz"]
     if missing:
         raise DataError(f"{run_dir} is not a genrec run directory (missing {', '.join(missing)}); "
                         f"create one with `genrec train MODEL --data NAME`")
@@ -179,9 +272,13 @@ def load_run(run_dir: str | Path) -> Run:
     ds_dir = Path(info.get("dataset_dir", ""))
     ds = Dataset.load(ds_dir) if ds_dir.is_dir() else load_dataset(cfg.data.name, cfg.data.filters())
     split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
-    model = _build_model(cfg, ds.n_items)
-    with np.load(run_dir / "model.npz", allow_pickle=False) as z:
-        model.load_state_dict({k: z[k] for k in z.files})
+    model, weights = _build_model(cfg, ds.n_items), found[0]
+    if weights.suffix == ".pt":
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model.eval()
+    else:
+        with np.load(weights, allow_pickle=False) as z:
+            model.load_state_dict({k: z[k] for k in z.files})
     return Run(cfg, model, ds, split, run_dir, info)
 
 
@@ -195,7 +292,7 @@ def recommend(run: Run, raw_user: str, k: int = 10, fallback: str | None = None)
     known = run.split.known()
     try:
         u = ds.user_index(raw_user)
-        scores = np.asarray(run.model.score(np.array([u]), known), dtype=np.float64)[0]
+        scores = torch.as_tensor(_scorer(run, "all")(np.array([u]))).cpu().double().numpy()[0]
         seen, used_fallback = known[u].indices, False
     except DataError:
         if fallback != "popular":

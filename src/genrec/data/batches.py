@@ -1,0 +1,148 @@
+"""Sequence batches for next-item models (SASRec, HSTU): typed, left-padded, seeded.
+
+A ``SeqBatch`` holds B users' item sequences as a (B, L) int64 tensor, LEFT-padded with 0 (PAD):
+the last column is always the most recent item, so a model reads its prediction for "what comes
+next" at column L - 1, and positions must be counted from the right ("steps before the end").
+L is the longest sequence in the batch, at most ``max_len``: most users have short histories, and
+trimming the all-PAD columns changes no output of a model that masks PAD and counts positions
+from the right, while it saves most of the compute. Sequences longer than ``max_len`` are
+truncated from the LEFT (the most recent items are kept). ``timestamps`` are aligned with
+``items`` (0 at PAD), for models with time features.
+
+Training (``train_batches``) uses one sample per user with a loss at every position, as in the
+SASRec and HSTU papers: the user's last ``max_len + 1`` train items give inputs ``seq[:-1]`` and
+targets ``seq[1:]``. Evaluation (``eval_batch``) feeds what is known before a stage: train items
+for "valid", train + valid for "test", and every interaction for "all" (serving).
+
+Per-user sequences are built once per (split, stage) with the same (user, timestamp, row order)
+sort as ``Split.sequences`` and cached on the split object, whose frames are treated as read-only.
+
+Example:
+    >>> split = make_split(ds, "loo")                                   # doctest: +SKIP
+    >>> for batch in train_batches(split, max_len=50, batch_size=128, seed=0, epoch=0):
+    ...     loss = model.loss(batch.to(device))                         # doctest: +SKIP
+    >>> scores = model.score(eval_batch(split, "test", np.arange(10), 50))  # (10, n_items + 1)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Literal
+
+import numpy as np
+import polars as pl
+import torch
+
+from genrec.data.splits import Split
+
+__all__ = ["SeqBatch", "Sequences", "user_sequences", "train_batches", "n_train_batches",
+           "eval_batch"]
+
+SeqStage = Literal["train", "valid", "test", "all"]
+
+
+@dataclass(slots=True)
+class SeqBatch:
+    users: torch.Tensor                      # (B,) int64 user_idx
+    items: torch.Tensor                      # (B, L) int64 inputs, left-padded with 0, L <= max_len
+    targets: torch.Tensor | None = None      # (B, L) int64 next item per position, 0 = no loss
+    timestamps: torch.Tensor | None = None   # (B, L) int64 timestamps of ``items``, 0 at PAD
+
+    def to(self, device: torch.device | str) -> "SeqBatch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return SeqBatch(move(self.users), move(self.items), move(self.targets), move(self.timestamps))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """All users' time-ordered sequences, flat: user u owns ``items[offsets[u]:offsets[u+1]]``."""
+
+    items: np.ndarray       # (nnz,) int64
+    timestamps: np.ndarray  # (nnz,) int64
+    offsets: np.ndarray     # (n_users + 1,) int64
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+
+_FRAMES = {"train": ("train",), "valid": ("train",), "test": ("train", "valid"),
+           "all": ("train", "valid", "test")}
+
+
+def user_sequences(split: Split, stage: SeqStage) -> Sequences:
+    """What is known before ``stage`` per user, oldest first (cached on ``split``)."""
+    if stage not in _FRAMES:
+        raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(_FRAMES)}")
+    cache = split.__dict__.setdefault("_sequence_cache", {})
+    if stage not in cache:
+        frames = [getattr(split, name).select("user_idx", "item_idx", "timestamp")
+                  for name in _FRAMES[stage]]
+        df = pl.concat(frames).sort(["user_idx", "timestamp"], maintain_order=True)
+        users = df["user_idx"].to_numpy()
+        cache[stage] = Sequences(
+            items=df["item_idx"].to_numpy().astype(np.int64),
+            timestamps=df["timestamp"].to_numpy().astype(np.int64),
+            offsets=np.searchsorted(users, np.arange(split.n_users + 1)).astype(np.int64),
+        )
+    return cache[stage]
+
+
+def _left_padded(seqs: Sequences, users: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(B, W) items and timestamps: each user's last ``width`` entries, right-aligned, with
+    W = min(width, longest of these users) (at least 1)."""
+    longest = (seqs.offsets[users + 1] - seqs.offsets[users]).max(initial=0)
+    width = max(1, min(width, int(longest)))
+    items = np.zeros((len(users), width), dtype=np.int64)
+    times = np.zeros((len(users), width), dtype=np.int64)
+    for row, u in enumerate(users):
+        end = seqs.offsets[u + 1]
+        start = max(seqs.offsets[u], end - width)
+        n = end - start
+        if n > 0:
+            items[row, width - n:] = seqs.items[start:end]
+            times[row, width - n:] = seqs.timestamps[start:end]
+    return items, times
+
+
+def _trainable_users(split: Split) -> np.ndarray:
+    return np.flatnonzero(user_sequences(split, "train").lengths() >= 2)
+
+
+def n_train_batches(split: Split, batch_size: int) -> int:
+    """How many batches ``train_batches`` yields per epoch."""
+    return -(-len(_trainable_users(split)) // batch_size)
+
+
+def train_batches(split: Split, max_len: int, batch_size: int, seed: int, epoch: int
+                  ) -> Iterator[SeqBatch]:
+    """One sample per user with >= 2 train items, users shuffled by (seed, epoch).
+
+    Inputs are the last ``max_len + 1`` train items without the final one, targets the same
+    window shifted by one, so the loss is taken at every position that has a next item.
+    """
+    if max_len < 1 or batch_size < 1:
+        raise ValueError(f"max_len and batch_size must be >= 1, got {max_len} and {batch_size}")
+    seqs = user_sequences(split, "train")
+    users = _trainable_users(split)
+    users = users[np.random.default_rng([seed, epoch]).permutation(len(users))]
+    for lo in range(0, len(users), batch_size):
+        u = users[lo:lo + batch_size]
+        window, times = _left_padded(seqs, u, max_len + 1)  # (B, L + 1)
+        inputs = window[:, :-1]                              # (B, L)
+        # no loss where the input is PAD: the first real item has no context to be predicted from
+        targets = np.where(inputs > 0, window[:, 1:], 0)     # (B, L)
+        yield SeqBatch(users=torch.from_numpy(u.astype(np.int64)), items=torch.from_numpy(inputs),
+                       targets=torch.from_numpy(targets), timestamps=torch.from_numpy(times[:, :-1]))
+
+
+def eval_batch(split: Split, stage: SeqStage, users: np.ndarray, max_len: int) -> SeqBatch:
+    """Inputs for predicting ``stage``: the user's last ``max_len`` known items (no targets)."""
+    if stage == "train":
+        raise ValueError("eval_batch predicts 'valid', 'test' or 'all' (serving), not 'train'")
+    users = np.asarray(users, dtype=np.int64).ravel()
+    items, times = _left_padded(user_sequences(split, stage), users, max_len)
+    return SeqBatch(users=torch.from_numpy(users), items=torch.from_numpy(items),
+                    targets=None, timestamps=torch.from_numpy(times))

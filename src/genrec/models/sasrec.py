@@ -1,0 +1,162 @@
+"""SASRec: causal self-attention over the item sequence, next item from the last position.
+
+Paper: Kang & McAuley, "Self-Attentive Sequential Recommendation" (ICDM 2018). Learned absolute
+positions, causal attention blocks, the item embedding shared between input and output, PAD masked.
+NOTE deviations: pre-LN blocks (LayerNorm before attention/FFN on the whole residual stream, plus a
+final LayerNorm; the paper's code normalises only the queries) with a 4*D GELU feed-forward
+(the paper: D -> D ReLU); the loss is configurable (``training.losses``: full softmax CE by
+default, which beats the paper's BCE with one negative in later re-evaluations); history items
+are not excluded from BCE negatives. Positions count from the right: batches are left-padded,
+so the most recent item always has position max_len - 1.
+
+Example:
+    >>> model = SASRec(SASRecConfig(n_items=100, max_len=20, dim=32))
+    >>> batch = next(train_batches(split, 20, batch_size=64, seed=0, epoch=0))  # doctest: +SKIP
+    >>> model.loss(batch).backward(); model.score(batch).shape   # (64, 101)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec.data.batches import SeqBatch
+from genrec.training.losses import LOSSES, sequence_loss
+
+__all__ = ["SASRecConfig", "SASRec"]
+
+ITEM_REPRS = ("id",)  # "content" and "gated" need item content vectors (genrec.features), later
+
+
+@dataclass
+class SASRecConfig:
+    n_items: int = 0          # number of real items, filled from the data (ids 1..n_items, 0 = PAD)
+    max_len: int = 50         # inputs keep the most recent max_len items (left truncation)
+    dim: int = 64             # D: item, position and hidden size
+    n_layers: int = 2         # attention blocks
+    n_heads: int = 1          # H: attention heads (dim must divide by it)
+    dropout: float = 0.2      # on embeddings, attention weights and residual branches
+    loss: str = "ce"          # ce | sampled | bce | infonce (see genrec.training.losses)
+    n_negatives: int = 128    # sampled / infonce: uniform negatives shared by the batch
+    temperature: float = 1.0  # logits / temperature (infonce: cosine / temperature, HSTU 0.05)
+    negatives: str = "uniform"  # sampled / infonce: uniform | in_batch
+    logq: bool = False        # sampled / infonce: subtract log q(item) from the logits
+    item_repr: str = "id"     # id (content | gated: not implemented yet)
+
+    def validate(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"sasrec: loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.item_repr not in ITEM_REPRS:
+            raise ValueError(f"sasrec: item_repr {self.item_repr!r} is not implemented; use one of "
+                             f"{', '.join(ITEM_REPRS)}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"sasrec: dim={self.dim} must be divisible by n_heads={self.n_heads}")
+        if min(self.max_len, self.dim, self.n_layers, self.n_heads) < 1 or self.n_items < 0:
+            raise ValueError(f"sasrec: max_len, dim, n_layers, n_heads must be >= 1 and n_items "
+                             f">= 0, got {self}")
+        if not 0 <= self.dropout < 1 or self.temperature <= 0:
+            raise ValueError(f"sasrec: need 0 <= dropout < 1 and temperature > 0, got "
+                             f"dropout={self.dropout}, temperature={self.temperature}")
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, c: SASRecConfig) -> None:
+        super().__init__()
+        self.n_heads, self.dropout = c.n_heads, c.dropout
+        self.qkv = nn.Linear(c.dim, 3 * c.dim)
+        self.proj = nn.Linear(c.dim, c.dim)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        # (B, L, 3D) -> 3 x (B, H, L, D/H)
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None],
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))  # (B, H, L, D/H) -> (B, L, D)
+
+
+class Block(nn.Module):
+    def __init__(self, c: SASRecConfig) -> None:
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(c.dim), nn.LayerNorm(c.dim)
+        self.attn = CausalSelfAttention(c)
+        self.ffn = nn.Sequential(nn.Linear(c.dim, 4 * c.dim), nn.GELU(), nn.Linear(4 * c.dim, c.dim))
+        self.drop = nn.Dropout(c.dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x), allowed))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+class SASRec(nn.Module):
+    input_kind = "sequence"  # runs/trainer feed it genrec.data.batches.SeqBatch
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = c = config
+        self.item_emb = nn.Embedding(c.n_items + 1, c.dim, padding_idx=0)
+        self.pos_emb = nn.Embedding(c.max_len, c.dim)
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
+        self.ln_f = nn.LayerNorm(c.dim)
+        self.apply(self._init)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            nn.init.zeros_(m.weight[m.padding_idx])
+
+    def encode(self, items: torch.Tensor) -> torch.Tensor:
+        """(B, L) left-padded item ids -> (B, L, D) hidden states (zero at PAD positions)."""
+        B, L = items.shape
+        if L > self.config.max_len:
+            raise ValueError(f"sasrec: got sequences of length {L} > max_len={self.config.max_len}; "
+                             f"build batches with the model's max_len")
+        real = items > 0  # (B, L)
+        pos = torch.arange(self.config.max_len - L, self.config.max_len, device=items.device)
+        x = self.item_emb(items) * math.sqrt(self.config.dim) + self.pos_emb(pos)  # (B, L, D)
+        x = self.drop(x) * real[..., None]
+        # query i sees keys j <= i that are real items; it always sees itself, so a PAD query
+        # (whose output is discarded) never has an empty row that would turn softmax into NaN
+        causal = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()
+        eye = torch.eye(L, dtype=torch.bool, device=items.device)
+        allowed = causal & (real[:, None, :] | eye)  # (B, L, L)
+        for block in self.blocks:
+            x = block(x, allowed) * real[..., None]
+        return self.ln_f(x)
+
+    def _item_table(self) -> torch.Tensor:
+        return self.item_emb.weight  # (n_items + 1, D), shared with the input side
+
+    def loss(self, batch: SeqBatch) -> torch.Tensor:
+        """Next-item loss at every position with a target (``batch.targets > 0``)."""
+        if batch.targets is None:
+            raise ValueError("sasrec.loss needs a training batch with targets (train_batches)")
+        h = self.encode(batch.items)  # (B, L, D)
+        mask = batch.targets > 0
+        c = self.config
+        return sequence_loss(c.loss, h[mask], batch.targets[mask], self._item_table(),
+                             n_negatives=c.n_negatives, temperature=c.temperature,
+                             negatives=c.negatives, logq=c.logq)
+
+    def score(self, batch: SeqBatch) -> torch.Tensor:
+        """(B, n_items + 1) scores for the item after the last input; column 0 (PAD) is -inf."""
+        items = batch.items
+        if items.shape[1] == 0:  # no history at all (a cold user): one PAD column
+            items = items.new_zeros(items.shape[0], 1)
+        h = self.encode(items)[:, -1]  # (B, D): the last column is the most recent item
+        table = self._item_table()
+        if self.config.loss == "infonce":  # rank in the geometry the loss trained
+            h, table = F.normalize(h, dim=-1), F.normalize(table, dim=-1)
+        scores = h @ table.T / self.config.temperature  # (B, N + 1)
+        scores[:, 0] = -math.inf
+        return scores

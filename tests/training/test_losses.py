@@ -1,0 +1,89 @@
+"""Losses on tiny tensors with hand-computed values."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genrec.training.losses import (bce, cross_entropy, in_batch_negatives, infonce,
+                                    sampled_logits, sampled_softmax, sequence_loss)
+
+# item table: row 0 = PAD (must never count), items 1..3
+ITEMS = torch.tensor([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+
+
+def test_cross_entropy_by_hand_excludes_pad():
+    h, t = torch.tensor([[2.0, 0.0]]), torch.tensor([1])
+    # logits of items 1, 2, 3 = 2, 0, 2 (PAD's 18 must not enter the softmax)
+    expected = -math.log(math.exp(2) / (math.exp(2) + math.exp(0) + math.exp(2)))
+    assert cross_entropy(h, t, ITEMS).item() == pytest.approx(expected, rel=1e-6)
+    assert cross_entropy(h, t, ITEMS, temperature=2.0).item() == pytest.approx(
+        -math.log(math.e / (math.e + 1 + math.e)), rel=1e-6)
+
+
+def test_cross_entropy_matches_torch_on_random_rows():
+    g = torch.Generator().manual_seed(0)
+    h, items = torch.randn(5, 4, generator=g), torch.randn(8, 4, generator=g)
+    t = torch.tensor([1, 7, 3, 3, 5])
+    assert torch.allclose(cross_entropy(h, t, items), F.cross_entropy(h @ items[1:].T, t - 1))
+
+
+def test_sampled_softmax_with_every_item_as_negative_is_full_ce():
+    g = torch.Generator().manual_seed(1)
+    h, items = torch.randn(6, 3, generator=g), torch.randn(10, 3, generator=g)
+    t = torch.tensor([1, 2, 9, 4, 4, 7])
+    everything = torch.arange(1, 10)  # the target itself sits among them: an accidental hit
+    assert torch.allclose(sampled_softmax(h, t, items, everything), cross_entropy(h, t, items))
+
+
+def test_accidental_hits_are_masked_and_logq_subtracts_log_q():
+    h, t = torch.tensor([[1.0, 2.0], [3.0, 0.0]]), torch.tensor([1, 3])
+    neg = torch.tensor([3, 2])
+    plain = sampled_logits(h, t, ITEMS, neg)
+    # row 0: target 1 -> 1; negatives 3 -> 3, 2 -> 2.  row 1: target 3 -> 3; negative 3 is the target
+    assert plain.tolist() == [[1.0, 3.0, 2.0], [3.0, -math.inf, 0.0]]
+    log_q = torch.log(torch.tensor([1.0, 0.5, 0.25, 0.125]))
+    corrected = sampled_logits(h, t, ITEMS, neg, log_q=log_q)
+    finite = torch.isfinite(plain)
+    shift = torch.stack([log_q[torch.tensor([1, 3, 2])], log_q[torch.tensor([3, 3, 2])]])
+    assert torch.allclose(corrected[finite], (plain - shift)[finite])
+    assert torch.equal(torch.isfinite(corrected), finite)
+
+
+def test_infonce_two_item_hand_example():
+    # cosine of h with item 1 is 1, with item 2 is 0; temperature 0.5 -> logits 2 and 0
+    items = torch.tensor([[0.0, 0.0], [3.0, 0.0], [0.0, 5.0]])
+    h = torch.tensor([[2.0, 0.0]])
+    right, wrong = math.log(1 + math.exp(-2)), math.log(1 + math.exp(2))
+    assert infonce(h, torch.tensor([1]), items, 0.5).item() == pytest.approx(right, rel=1e-6)
+    assert infonce(h, torch.tensor([2]), items, 0.5).item() == pytest.approx(wrong, rel=1e-6)
+    # the same with item 2 as an explicit sampled negative
+    assert infonce(h, torch.tensor([1]), items, 0.5, negatives=torch.tensor([2])).item() == \
+        pytest.approx(right, rel=1e-6)
+
+
+def test_bce_one_negative_by_hand():
+    h = torch.tensor([[1.0, 0.0]])
+    # positive item 1 scores 1, negative item 2 scores 0
+    expected = math.log(1 + math.exp(-1)) + math.log(2)
+    assert bce(h, torch.tensor([1]), ITEMS, torch.tensor([2])).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_in_batch_negatives_and_dispatch():
+    t = torch.tensor([2, 2, 3, 1])
+    neg, log_q = in_batch_negatives(t, n_items=3)
+    assert torch.equal(neg, t)
+    assert torch.allclose(log_q[1:], torch.log(torch.tensor([0.25, 0.5, 0.25])))
+    h = torch.randn(4, 2)
+    torch.manual_seed(0)
+    for name in ("ce", "sampled", "bce", "infonce"):
+        for negatives in ("uniform", "in_batch"):
+            value = sequence_loss(name, h, t, ITEMS, n_negatives=5, negatives=negatives, logq=True)
+            assert value.ndim == 0 and torch.isfinite(value)
+    assert torch.allclose(sequence_loss("infonce", h, t, ITEMS, n_negatives=0, temperature=0.1),
+                          infonce(h, t, ITEMS, 0.1))
+    with pytest.raises(ValueError, match="unknown loss"):
+        sequence_loss("hinge", h, t, ITEMS)
+    with pytest.raises(ValueError, match="n_negatives >= 1"):
+        sequence_loss("sampled", h, t, ITEMS, n_negatives=0)
