@@ -12,6 +12,15 @@ Gradient models (those with a ``loss`` method) are trained by ``genrec.training.
 early stopping on the validation metric, best weights restored, then the test split evaluated
 once. The trainer also leaves ``checkpoint.pt``, ``best.pt``, ``train_log.jsonl`` and
 ``curves.png`` in the run directory; ``train(..., resume=True)`` continues from the checkpoint.
+Under torchrun (``genrec train --nproc N``) every process calls ``train``; they train together
+with DDP and rank 0 alone evaluates and writes the run directory, which then loads like any other.
+
+Sequence models with ``params.item_repr = "content" | "gated"`` get item content vectors from
+``params.content``: an encoder name (``<dataset>/item_vectors/<name>.parquet``, written by
+``genrec embed items``) or a .parquet/.npz/.npy file keyed by raw item id. They are aligned to
+item_idx here and stored in the model's weights, so ``load_run`` needs no vector file. Items
+without a vector are counted in run.json (``content.n_without_vector``); see
+``genrec.models._layers`` for what the model does with them.
 
 Example:
     >>> cfg = make_config("ease", ["data.name=ml-100k", "params.l2=300"])       # doctest: +SKIP
@@ -42,10 +51,11 @@ from genrec.data.prepare import load_dataset
 from genrec.data.splits import SPLITS, Split, make_split
 from genrec.evaluation import EvalResult, evaluate
 from genrec.registry import model_classes
+from genrec.training import distributed
 from genrec.training.trainer import TrainConfig, TrainResult, fit
 
 __all__ = ["DataConfig", "EvalConfig", "RunConfig", "Run", "make_config", "train", "load_run",
-           "evaluate_run", "recommend"]
+           "evaluate_run", "recommend", "content_vectors"]
 
 
 @dataclass
@@ -105,9 +115,61 @@ class Run:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _build_model(cfg: RunConfig, n_items: int) -> Any:
+def _build_model(cfg: RunConfig, n_items: int, content_dim: int = 0) -> Any:
     model_cls, config_cls = model_classes(cfg.model)
-    return model_cls(from_dict(config_cls, {**cfg.params, "n_items": n_items}))
+    filled = {"n_items": n_items, **({"content_dim": content_dim} if content_dim else {})}
+    return model_cls(from_dict(config_cls, {**cfg.params, **filled}))
+
+
+def _content_spec(cfg: RunConfig) -> tuple[str, str]:
+    """(item_repr, content) from the model's params; ("id", "") for models without them."""
+    _, config_cls = model_classes(cfg.model)
+    model_cfg = from_dict(config_cls, dict(cfg.params))
+    return getattr(model_cfg, "item_repr", "id"), getattr(model_cfg, "content", "")
+
+
+_VECTOR_FILES = (".parquet", ".npz", ".npy")
+_FALLBACK = {"content": "items without a vector share one learned vector (the projection of a "
+                        "zero vector)",
+             "gated": "items without a vector use their id embedding alone (gate fixed to 1)"}
+
+
+def content_vectors(ds: Dataset, spec: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """``(vectors (n_items + 1, C) float32, present (n_items + 1,) bool, info)`` for ``spec``.
+
+    ``spec``: an encoder name in the dataset's item_vectors, or a vector file keyed by raw item
+    id (a path ending in .parquet/.npz/.npy). Rows are aligned to item_idx, row 0 (PAD) is zero;
+    items the file lacks, and all-zero rows, are zero rows with ``present`` False; rows of ids
+    the dataset does not know are dropped (``info["n_unknown_ids"]``).
+    """
+    from genrec.features.image import read_precomputed
+    from genrec.features.store import load_vectors, vectors_dir
+
+    if not spec:
+        folder = vectors_dir(ds) if ds.path is not None else None
+        found = sorted(p.stem for p in folder.glob("*.parquet")) if folder and folder.is_dir() \
+            else []
+        raise ConfigError(f"params.item_repr 'content'/'gated' needs params.content: an encoder "
+                          f"name whose vectors `genrec embed items --data {ds.name} --encoder "
+                          f"...` wrote (found for this dataset: {', '.join(found) or 'none'}), or "
+                          f"a .parquet/.npz/.npy file keyed by raw item id")
+    if Path(spec).suffix.lower() in _VECTOR_FILES:
+        path = Path(spec).expanduser()
+        item_ids = [str(i) for i in ds.item_ids[1:]]
+        ids, vecs = read_precomputed(path, item_ids)
+        row_of = {raw: idx for idx, raw in enumerate(item_ids, start=1)}
+        rows = np.array([row_of.get(str(i), -1) for i in ids], dtype=np.int64)
+        vectors = np.zeros((ds.n_items + 1, vecs.shape[1]), dtype=np.float32)
+        vectors[rows[rows >= 0]] = vecs[rows >= 0]
+        present = np.abs(vectors).sum(axis=1) > 0
+        source = {"file": str(path.resolve()), "n_unknown_ids": int((rows < 0).sum())}
+    else:
+        vectors, present, meta = load_vectors(ds, spec)
+        source = {"encoder": spec, "file": meta["path"], "n_unknown_ids": meta["n_unknown"]}
+    present[0] = False
+    info = {**source, "dim": int(vectors.shape[1]),
+            "n_without_vector": int(ds.n_items - present[1:].sum())}
+    return vectors, present, info
 
 
 _SUB_BATCH = 256  # sequences per forward pass when scoring
@@ -189,17 +251,28 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
     """
     ds = load_dataset(cfg.data.name, cfg.data.filters())
     split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
+    info: dict[str, Any] = {}
+    content = None
+    item_repr, spec = _content_spec(cfg)
+    if item_repr != "id":
+        vectors, present, info["content"] = content_vectors(ds, spec)
+        content = (torch.from_numpy(vectors), torch.from_numpy(present))
+        info["content"]["fallback"] = _FALLBACK[item_repr]
     torch.manual_seed(cfg.train.seed)  # the initial weights of gradient models
-    model = _build_model(cfg, ds.n_items)
+    model = _build_model(cfg, ds.n_items, info["content"]["dim"] if content else 0)
+    if content is not None:
+        model.set_content(*content)
     run = Run(cfg, model, ds, split)
 
     t0 = time.perf_counter()
-    info: dict[str, Any] = {}
     metrics: dict[str, Any] = {}
     if _is_gradient(model):
         result = _fit_gradient(run, Path(out) if out is not None else None, progress, resume)
+        if distributed.rank() != 0:  # rank 0 evaluates and writes the run; this one is done
+            run.info = {"model": cfg.model, "rank": distributed.rank(), "train": result.summary()}
+            return run
         info.update(fit_seconds=round(time.perf_counter() - t0, 3), device=cfg.train.device,
-                    train=result.summary())
+                    world_size=distributed.world_size(), train=result.summary())
         best = [h for h in result.history if h["epoch"] == result.best_epoch and "valid" in h]
         if best:  # the restored weights' validation metrics, as measured during training
             metrics["valid"] = best[0]["valid"]
@@ -272,7 +345,9 @@ def load_run(run_dir: str | Path) -> Run:
     ds_dir = Path(info.get("dataset_dir", ""))
     ds = Dataset.load(ds_dir) if ds_dir.is_dir() else load_dataset(cfg.data.name, cfg.data.filters())
     split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
-    model, weights = _build_model(cfg, ds.n_items), found[0]
+    # the content vectors are in the weights; only their width is needed to build the model
+    content_dim = int(info.get("content", {}).get("dim", 0))
+    model, weights = _build_model(cfg, ds.n_items, content_dim), found[0]
     if weights.suffix == ".pt":
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.eval()

@@ -141,8 +141,10 @@ def test_save_load_gives_identical_scores(tmp_path):
 
 
 def test_bad_config_and_missing_timestamps_fail_loudly():
-    with pytest.raises(ValueError, match="item_repr"):
-        HSTUConfig(item_repr="content").validate()
+    with pytest.raises(ValueError, match="item_repr 'bert' is not one of"):
+        HSTUConfig(item_repr="bert").validate()
+    with pytest.raises(ValueError, match="content_dim >= 1"):  # the builder fills content_dim
+        HSTU(HSTUConfig(n_items=5, item_repr="content"))
     with pytest.raises(ValueError, match="n_heads"):
         HSTUConfig(dim=50, n_heads=3).validate()
     batch = random_batch(torch.Generator().manual_seed(8), targets=False)

@@ -109,7 +109,8 @@ def test_save_load_gives_identical_scores(tmp_path):
 
 
 @pytest.mark.parametrize("bad,match", [({"loss": "hinge"}, "loss"), ({"dim": 10, "n_heads": 3}, "divisible"),
-                                       ({"item_repr": "gated"}, "not implemented"),
+                                       ({"item_repr": "bert"}, "item_repr 'bert' is not one of"),
+                                       ({"item_repr": "gated"}, "content_dim >= 1"),
                                        ({"dropout": 1.0}, "dropout")])
 def test_bad_configs_name_the_field(bad, match):
     with pytest.raises(ValueError, match=match):

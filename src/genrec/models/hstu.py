@@ -6,6 +6,8 @@ Deviations: the time bias buckets |t_i - t_j| between the query's own event and 
 code uses the query's *next* event time, i.e. the target's); sequences are left-padded, so absolute
 positions count back from the newest item; heads share one relative bias; attention is divided by
 the constant max_len (the public code's padded n), so extra padding never changes an output.
+``item_repr`` picks the item vectors (``_layers.ContentItems``): ``id`` embeddings, projected
+``content`` vectors (items never seen in training still get one), or a ``gated`` mix of both.
 
 One block over the residual stream x (B, L, D), N() a LayerNorm without learned scale or shift:
     U, V, Q, K = split(SiLU(N(x) W))                      one projection, four (B, L, D) views
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
+from genrec.models._layers import ITEM_REPRS, ContentItems
 from genrec.training import losses
 
 __all__ = ["HSTUConfig", "HSTU", "time_buckets", "hstu_attention", "hstu_attention_reference"]
@@ -54,20 +57,23 @@ class HSTUConfig:
     temperature: float = 0.05  # logits are cosine / temperature when l2_norm is on
     l2_norm: bool = True  # L2-normalise outputs and item embeddings before dot products
     n_time_buckets: int = 128  # log-bucketed time gaps in the attention bias; 0 disables
-    item_repr: str = "id"  # id | content | gated (only id until content vectors exist)
+    item_repr: str = "id"  # id | content | gated (item vectors: see genrec.models._layers)
+    content: str = ""  # content/gated: encoder name in the dataset's item_vectors, or a
+    # .parquet/.npz/.npy file keyed by raw item id (read by the builder in genrec.runs)
+    content_dim: int = 0  # C: width of the content vectors, filled by the builder
 
     def validate(self) -> None:
         if self.loss not in losses.LOSSES:
             raise ValueError(f"hstu: loss {self.loss!r} is not one of {list(losses.LOSSES)}")
         if self.negatives not in ("uniform", "in_batch"):
             raise ValueError(f"hstu: negatives {self.negatives!r} is not 'uniform' or 'in_batch'")
-        if self.item_repr != "id":
-            raise ValueError(f"hstu: item_repr={self.item_repr!r} needs item content vectors, "
-                             f"which HSTU does not take yet; use item_repr='id'")
+        if self.item_repr not in ITEM_REPRS:
+            raise ValueError(f"hstu: item_repr {self.item_repr!r} is not one of "
+                             f"{', '.join(ITEM_REPRS)}")
         if self.dim % self.n_heads:
             raise ValueError(f"hstu: dim={self.dim} is not divisible by n_heads={self.n_heads}; "
                              f"pick dim as a multiple of n_heads")
-        for name in ("n_items", "n_negatives", "n_time_buckets"):
+        for name in ("n_items", "n_negatives", "n_time_buckets", "content_dim"):
             if getattr(self, name) < 0:
                 raise ValueError(f"hstu: {name} must be >= 0, got {getattr(self, name)}")
         for name in ("max_len", "dim", "n_layers", "n_heads"):
@@ -159,16 +165,29 @@ class HSTU(nn.Module):
         super().__init__()
         config.validate()
         self.config = c = config
-        self.item_emb = nn.Embedding(c.n_items + 1, c.dim, padding_idx=0)
-        nn.init.normal_(self.item_emb.weight, std=0.02)
-        nn.init.zeros_(self.item_emb.weight[0])
+        self.item_emb = None  # content-only: every item is its projected content vector
+        if c.item_repr != "content":
+            self.item_emb = nn.Embedding(c.n_items + 1, c.dim, padding_idx=0)
+            nn.init.normal_(self.item_emb.weight, std=0.02)
+            nn.init.zeros_(self.item_emb.weight[0])
+        self.content = (ContentItems(c.n_items, c.content_dim, c.dim, c.item_repr == "gated")
+                        if c.item_repr != "id" else None)
         self.pos_emb = nn.Embedding(c.max_len, c.dim)  # index 0 = newest item
         nn.init.normal_(self.pos_emb.weight, std=c.dim**-0.5)
         self.dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(HSTUBlock(c) for _ in range(c.n_layers))
 
-    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None) -> torch.Tensor:
-        """(B, L) left-padded items -> (B, L, D) hidden state after each position."""
+    def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None) -> None:
+        """Item content vectors (n_items + 1, content_dim) for item_repr content/gated."""
+        if self.content is None:
+            raise ValueError("hstu: item_repr='id' takes no content vectors")
+        self.content.set_content(vectors, present)
+
+    def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None,
+               table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) left-padded items -> (B, L, D) hidden state after each position.
+
+        ``table``: ``item_vectors()``, when the caller already has them."""
         c = self.config
         if c.n_time_buckets and timestamps is None:
             raise ValueError(f"HSTU with n_time_buckets={c.n_time_buckets} needs "
@@ -177,7 +196,8 @@ class HSTU(nn.Module):
         valid = items > 0  # (B, L)
         L = items.shape[1]
         back = torch.arange(L - 1, -1, -1, device=items.device)  # (L,): L-1 .. 0, newest = 0
-        x = self.item_emb(items) * math.sqrt(c.dim) + self.pos_emb(back)  # (B, L, D)
+        table = self.item_vectors() if table is None else table
+        x = table[items] * math.sqrt(c.dim) + self.pos_emb(back)  # (B, L, D)
         x = self.dropout(x) * valid[..., None]
         buckets = time_buckets(timestamps, c.n_time_buckets) if c.n_time_buckets else None
         for block in self.blocks:
@@ -189,9 +209,16 @@ class HSTU(nn.Module):
         """Score by cosine: asked for, or implied by InfoNCE (which normalises in the loss)."""
         return self.config.l2_norm or self.config.loss == "infonce"
 
-    def item_table(self) -> torch.Tensor:
-        """(n_items + 1, D) output item vectors; row 0 is PAD."""
-        w = self.item_emb.weight
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items + 1, D) raw item vectors, shared by the input and the output side."""
+        if self.content is None:
+            return self.item_emb.weight
+        return self.content(self.item_emb.weight if self.item_emb is not None else None)
+
+    def item_table(self, raw: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_items + 1, D) output item vectors (of ``raw``, default ``item_vectors()``); row 0 is
+        PAD."""
+        w = self.item_vectors() if raw is None else raw
         return F.normalize(w, dim=-1) if self._cosine else w
 
     def _truncated(self, batch: SeqBatch) -> SeqBatch:
@@ -208,7 +235,8 @@ class HSTU(nn.Module):
         if batch.targets is None:
             raise ValueError("HSTU.loss needs batch.targets (next item per position); "
                              "build training batches with targets")
-        hidden = self.encode(batch.items, batch.timestamps)  # (B, L, D)
+        raw = self.item_vectors()
+        hidden = self.encode(batch.items, batch.timestamps, raw)  # (B, L, D)
         keep = batch.targets > 0
         hidden, targets = hidden[keep], batch.targets[keep]  # (N, D), (N,)
         c = self.config
@@ -216,13 +244,14 @@ class HSTU(nn.Module):
         t = c.temperature if self._cosine else 1.0
         if c.loss == "bce":  # bce takes no temperature; scaling one side is the same thing
             hidden, t = hidden / t, 1.0
-        return losses.sequence_loss(c.loss, hidden, targets, self.item_table(), c.n_negatives,
+        return losses.sequence_loss(c.loss, hidden, targets, self.item_table(raw), c.n_negatives,
                                     temperature=t, negatives=c.negatives, logq=c.logq)
 
     def score(self, batch: SeqBatch) -> torch.Tensor:
         """(B, n_items + 1) scores for the item after each sequence; column 0 (PAD) is -inf."""
         batch = self._truncated(batch)
-        last = self.encode(batch.items, batch.timestamps)[:, -1]  # (B, D): newest position
-        scores = last @ self.item_table().T  # (B, N + 1)
+        raw = self.item_vectors()
+        last = self.encode(batch.items, batch.timestamps, raw)[:, -1]  # (B, D): newest position
+        scores = last @ self.item_table(raw).T  # (B, N + 1)
         scores[:, 0] = -torch.inf
         return scores

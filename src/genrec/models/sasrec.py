@@ -7,7 +7,9 @@ final LayerNorm; the paper's code normalises only the queries) with a 4*D GELU f
 (the paper: D -> D ReLU); the loss is configurable (``training.losses``: full softmax CE by
 default, which beats the paper's BCE with one negative in later re-evaluations); history items
 are not excluded from BCE negatives. Positions count from the right: batches are left-padded,
-so the most recent item always has position max_len - 1.
+so the most recent item always has position max_len - 1. ``item_repr`` picks the item vectors
+(``_layers.ContentItems``): ``id`` embeddings, projected ``content`` vectors (items never seen in
+training still get a representation), or a ``gated`` mix; input and output share them.
 
 Example:
     >>> model = SASRec(SASRecConfig(n_items=100, max_len=20, dim=32))
@@ -25,11 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
+from genrec.models._layers import ITEM_REPRS, ContentItems
 from genrec.training.losses import LOSSES, sequence_loss
 
 __all__ = ["SASRecConfig", "SASRec"]
-
-ITEM_REPRS = ("id",)  # "content" and "gated" need item content vectors (genrec.features), later
 
 
 @dataclass
@@ -45,19 +46,23 @@ class SASRecConfig:
     temperature: float = 1.0  # logits / temperature (infonce: cosine / temperature, HSTU 0.05)
     negatives: str = "uniform"  # sampled / infonce: uniform | in_batch
     logq: bool = False        # sampled / infonce: subtract log q(item) from the logits
-    item_repr: str = "id"     # id (content | gated: not implemented yet)
+    item_repr: str = "id"     # id | content | gated (item vectors: see genrec.models._layers)
+    content: str = ""         # content/gated: encoder name in the dataset's item_vectors, or a
+                              # .parquet/.npz/.npy file keyed by raw item id (read by the builder)
+    content_dim: int = 0      # C: width of the content vectors, filled by the builder
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"sasrec: loss {self.loss!r} is not one of {', '.join(LOSSES)}")
         if self.item_repr not in ITEM_REPRS:
-            raise ValueError(f"sasrec: item_repr {self.item_repr!r} is not implemented; use one of "
+            raise ValueError(f"sasrec: item_repr {self.item_repr!r} is not one of "
                              f"{', '.join(ITEM_REPRS)}")
         if self.dim % self.n_heads:
             raise ValueError(f"sasrec: dim={self.dim} must be divisible by n_heads={self.n_heads}")
-        if min(self.max_len, self.dim, self.n_layers, self.n_heads) < 1 or self.n_items < 0:
-            raise ValueError(f"sasrec: max_len, dim, n_layers, n_heads must be >= 1 and n_items "
-                             f">= 0, got {self}")
+        if (min(self.max_len, self.dim, self.n_layers, self.n_heads) < 1
+                or min(self.n_items, self.content_dim) < 0):
+            raise ValueError(f"sasrec: max_len, dim, n_layers, n_heads must be >= 1 and n_items, "
+                             f"content_dim >= 0, got {self}")
         if not 0 <= self.dropout < 1 or self.temperature <= 0:
             raise ValueError(f"sasrec: need 0 <= dropout < 1 and temperature > 0, got "
                              f"dropout={self.dropout}, temperature={self.temperature}")
@@ -99,12 +104,17 @@ class SASRec(nn.Module):
         super().__init__()
         config.validate()
         self.config = c = config
-        self.item_emb = nn.Embedding(c.n_items + 1, c.dim, padding_idx=0)
+        # content-only models have no id embedding: every item is its projected vector
+        self.item_emb = (nn.Embedding(c.n_items + 1, c.dim, padding_idx=0)
+                         if c.item_repr != "content" else None)
         self.pos_emb = nn.Embedding(c.max_len, c.dim)
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(Block(c) for _ in range(c.n_layers))
         self.ln_f = nn.LayerNorm(c.dim)
         self.apply(self._init)
+        # after _init: the content module keeps its own initialisation (gates start at 0.5)
+        self.content = (ContentItems(c.n_items, c.content_dim, c.dim, c.item_repr == "gated")
+                        if c.item_repr != "id" else None)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -115,15 +125,24 @@ class SASRec(nn.Module):
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             nn.init.zeros_(m.weight[m.padding_idx])
 
-    def encode(self, items: torch.Tensor) -> torch.Tensor:
-        """(B, L) left-padded item ids -> (B, L, D) hidden states (zero at PAD positions)."""
+    def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None) -> None:
+        """Item content vectors (n_items + 1, content_dim) for item_repr content/gated."""
+        if self.content is None:
+            raise ValueError("sasrec: item_repr='id' takes no content vectors")
+        self.content.set_content(vectors, present)
+
+    def encode(self, items: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) left-padded item ids -> (B, L, D) hidden states (zero at PAD positions).
+
+        ``table``: ``item_vectors()``, when the caller already has them."""
         B, L = items.shape
         if L > self.config.max_len:
             raise ValueError(f"sasrec: got sequences of length {L} > max_len={self.config.max_len}; "
                              f"build batches with the model's max_len")
         real = items > 0  # (B, L)
         pos = torch.arange(self.config.max_len - L, self.config.max_len, device=items.device)
-        x = self.item_emb(items) * math.sqrt(self.config.dim) + self.pos_emb(pos)  # (B, L, D)
+        table = self.item_vectors() if table is None else table
+        x = table[items] * math.sqrt(self.config.dim) + self.pos_emb(pos)  # (B, L, D)
         x = self.drop(x) * real[..., None]
         # query i sees keys j <= i that are real items; it always sees itself, so a PAD query
         # (whose output is discarded) never has an empty row that would turn softmax into NaN
@@ -134,17 +153,21 @@ class SASRec(nn.Module):
             x = block(x, allowed) * real[..., None]
         return self.ln_f(x)
 
-    def _item_table(self) -> torch.Tensor:
-        return self.item_emb.weight  # (n_items + 1, D), shared with the input side
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items + 1, D) item vectors, shared by the input and the output side."""
+        if self.content is None:
+            return self.item_emb.weight
+        return self.content(self.item_emb.weight if self.item_emb is not None else None)
 
     def loss(self, batch: SeqBatch) -> torch.Tensor:
         """Next-item loss at every position with a target (``batch.targets > 0``)."""
         if batch.targets is None:
             raise ValueError("sasrec.loss needs a training batch with targets (train_batches)")
-        h = self.encode(batch.items)  # (B, L, D)
+        table = self.item_vectors()
+        h = self.encode(batch.items, table)  # (B, L, D)
         mask = batch.targets > 0
         c = self.config
-        return sequence_loss(c.loss, h[mask], batch.targets[mask], self._item_table(),
+        return sequence_loss(c.loss, h[mask], batch.targets[mask], table,
                              n_negatives=c.n_negatives, temperature=c.temperature,
                              negatives=c.negatives, logq=c.logq)
 
@@ -153,8 +176,8 @@ class SASRec(nn.Module):
         items = batch.items
         if items.shape[1] == 0:  # no history at all (a cold user): one PAD column
             items = items.new_zeros(items.shape[0], 1)
-        h = self.encode(items)[:, -1]  # (B, D): the last column is the most recent item
-        table = self._item_table()
+        table = self.item_vectors()
+        h = self.encode(items, table)[:, -1]  # (B, D): the last column is the most recent item
         if self.config.loss == "infonce":  # rank in the geometry the loss trained
             h, table = F.normalize(h, dim=-1), F.normalize(table, dim=-1)
         scores = h @ table.T / self.config.temperature  # (B, N + 1)

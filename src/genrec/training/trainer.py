@@ -6,12 +6,16 @@ on ``metric`` and the best weights restored at the end, a wall-clock budget, and
 determinism (``torch.manual_seed(seed)``; batch order is the caller's, seeded by epoch).
 
 With a run directory it writes, after every epoch:
-    checkpoint.pt     model / optimizer / scheduler / epoch / best / history / RNG state of the
+    checkpoint.pt     model / optimizer / scheduler / epoch / best / history / RNG states of the
                       last epoch, so ``fit(..., resume=True)`` continues exactly where it stopped
     best.pt           the weights of the best validated epoch (also kept in memory)
     train_log.jsonl   one JSON line per epoch: loss, lr, seconds, sequences/s, valid metrics
     curves.png        train loss and the valid metric per epoch (redrawn at most every 30 s,
                       and at the end)
+
+With WORLD_SIZE > 1 (``genrec train --nproc N`` starts torchrun) the same call trains with
+PyTorch DDP, each process on its share of the batches; only rank 0 validates and writes the files
+above (``genrec.training.distributed`` has the details).
 
 Example:
     >>> cfg = TrainConfig(epochs=20, lr=1e-3, patience=3)
@@ -32,6 +36,8 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+
+from genrec.training import distributed
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "SCHEDULES"]
 
@@ -150,24 +156,52 @@ def fit(
     """Train ``model`` in place on ``batches(epoch)``; the best validated weights are restored.
 
     batches(epoch) -> iterable of batches with ``.to(device)``; ``len(batch)`` counts sequences
-    for the speed readout. validate() -> metrics dict holding ``cfg.metric``; it runs with the
-    model in eval mode and without gradients. Without ``validate`` the last epoch is kept.
-    ``resume`` continues from ``run_dir/checkpoint.pt`` when it exists, at the epoch after the
-    saved one (an epoch cut short by ``max_minutes`` counts as done; the budget restarts).
+    for the speed readout; ``steps_per_epoch`` is how many it yields. validate() -> metrics dict
+    holding ``cfg.metric``; it runs with the model in eval mode and without gradients. Without
+    ``validate`` the last epoch is kept. ``resume`` continues from ``run_dir/checkpoint.pt``
+    when it exists, at the epoch after the saved one (an epoch cut short by ``max_minutes``
+    counts as done; the budget restarts).
+
+    With WORLD_SIZE > 1 (torchrun, or a process group the caller made) it trains with DDP (see
+    ``genrec.training.distributed``): every rank calls fit with the same arguments, each takes
+    its share of every epoch's batches (``steps_per_epoch`` is then required), and only rank 0
+    validates, shows progress and writes ``run_dir``.
     """
     cfg.validate()
+    device = torch.device(cfg.device)
+    created = False
+    if distributed.world_size() > 1:
+        if not steps_per_epoch:
+            raise ValueError("distributed training needs steps_per_epoch (the number of batches "
+                             "batches(epoch) yields) to give every rank the same number of steps")
+        device = distributed.local_device(device)
+        created = distributed.init(device)
+    try:
+        return _fit(model, cfg, batches, validate, run_dir, steps_per_epoch, resume, progress,
+                    device)
+    finally:
+        if created:
+            torch.distributed.destroy_process_group()
+
+
+def _fit(model: nn.Module, cfg: TrainConfig, batches: Callable[[int], Iterable[Any]],
+         validate: Callable[[], dict[str, float]] | None, run_dir: str | Path | None,
+         steps_per_epoch: int | None, resume: bool, progress: bool,
+         device: torch.device) -> TrainResult:
     start = time.perf_counter()
+    rank, world = distributed.rank(), distributed.world_size()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed + rank)  # rank 0 draws what a single process would
     model.to(device)
     optimizer = _optimizer(model, cfg)
-    total = steps_per_epoch * cfg.epochs if steps_per_epoch else None
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total))
+    steps = -(-steps_per_epoch // world) if steps_per_epoch else None  # this rank's share
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(cfg, steps * cfg.epochs if steps else None))
     run_dir = Path(run_dir) if run_dir is not None else None
-    if run_dir is not None:
-        run_dir.mkdir(parents=True, exist_ok=True)
+    out = run_dir if rank == 0 else None  # the one writer
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
 
     first_epoch, last_epoch, history = 0, cfg.epochs, []
     best = {"metric": -math.inf, "epoch": -1, "state": None, "bad": 0}
@@ -182,11 +216,14 @@ def fit(
             best["state"] = torch.load(run_dir / BEST, map_location=device, weights_only=True)
         if ck["stop_reason"] == "early_stop":  # patience ran out: nothing left to train
             last_epoch, stop_reason = first_epoch, "early_stop"
-        torch.set_rng_state(ck["rng"]["cpu"])
-        if device.type == "cuda" and ck["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(ck["rng"]["cuda"], device)
-    if run_dir is not None:  # a fresh run starts a fresh log; a resumed one rewrites what it kept
-        (run_dir / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        rngs = ck.get("rng_ranks") or [ck["rng"]]
+        if rank < len(rngs):  # a different number of processes keeps its fresh seeds
+            torch.set_rng_state(rngs[rank]["cpu"])
+            if device.type == "cuda" and rngs[rank].get("cuda") is not None:
+                torch.cuda.set_rng_state(rngs[rank]["cuda"], device)
+    if out is not None:  # a fresh run starts a fresh log; a resumed one rewrites what it kept
+        (out / "train_log.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+    step = distributed.wrap(model, device) if world > 1 else model.loss
 
     deadline = start + 60 * cfg.max_minutes if cfg.max_minutes else math.inf
     last_plot = -math.inf
@@ -194,64 +231,80 @@ def fit(
     for epoch in range(first_epoch, last_epoch):
         model.train()
         t0, total_loss, n_steps, n_seqs = time.perf_counter(), 0.0, 0, 0
-        bar = tqdm(batches(epoch), total=steps_per_epoch, desc=f"epoch {epoch}", unit="batch",
-                   disable=not progress, leave=False)
+        epoch_batches = batches(epoch)
+        if world > 1:
+            epoch_batches = distributed.shard(epoch_batches, steps_per_epoch, rank, world)
+        bar = tqdm(epoch_batches, total=steps, desc=f"epoch {epoch}", unit="batch",
+                   disable=not progress or rank != 0, leave=False)
         for batch in bar:
-            loss = model.loss(batch.to(device))
+            loss = step(batch.to(device))
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch} step {n_steps}; "
                                          f"lower train.lr or set train.clip_norm")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # under DDP this also averages the gradients over the ranks
             if cfg.clip_norm:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
             optimizer.step()
             scheduler.step()
             total_loss, n_steps, n_seqs = total_loss + loss.item(), n_steps + 1, n_seqs + len(batch)
-            rate = n_seqs / (time.perf_counter() - t0)
+            rate = n_seqs * world / (time.perf_counter() - t0)
             bar.set_postfix(loss=f"{total_loss / n_steps:.4f}", seq_s=f"{rate:.0f}")
-            if time.perf_counter() > deadline:
+            over = time.perf_counter() > deadline
+            if world > 1 and deadline < math.inf:  # every rank must stop at the same step
+                over = distributed.any_true(over)
+            if over:
                 stop_reason = "time_budget"
                 break
         bar.close()
         train_seconds = time.perf_counter() - t0
-        row: dict[str, Any] = {"epoch": epoch, "loss": total_loss / max(n_steps, 1), "steps": n_steps,
+        mean_loss = total_loss / max(n_steps, 1)
+        if world > 1:
+            mean_loss = distributed.mean(mean_loss)
+        row: dict[str, Any] = {"epoch": epoch, "loss": mean_loss, "steps": n_steps,
                                "lr": scheduler.get_last_lr()[0], "train_seconds": round(train_seconds, 3),
-                               "seq_per_s": round(n_seqs / max(train_seconds, 1e-9), 1)}
+                               "seq_per_s": round(n_seqs * world / max(train_seconds, 1e-9), 1)}
         last = epoch == cfg.epochs - 1 or stop_reason == "time_budget"
         if validate is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
-            t1 = time.perf_counter()
-            model.eval()
-            with torch.no_grad():
-                metrics = validate()
-            if cfg.metric not in metrics:
-                raise KeyError(f"train.metric {cfg.metric!r} is not among the validation metrics "
-                               f"{sorted(metrics)}; set train.metric to one of them")
-            row["valid"] = {k: float(v) for k, v in metrics.items()}
-            row["valid_seconds"] = round(time.perf_counter() - t1, 3)
-            value = float(metrics[cfg.metric])
+            value = math.nan
+            if rank == 0:
+                t1 = time.perf_counter()
+                model.eval()
+                with torch.no_grad():
+                    metrics = validate()
+                if cfg.metric not in metrics:
+                    raise KeyError(f"train.metric {cfg.metric!r} is not among the validation "
+                                   f"metrics {sorted(metrics)}; set train.metric to one of them")
+                row["valid"] = {k: float(v) for k, v in metrics.items()}
+                row["valid_seconds"] = round(time.perf_counter() - t1, 3)
+                value = float(metrics[cfg.metric])
+            if world > 1:  # the same decisions on every rank: they stop together
+                value = distributed.broadcast_float(value)
             if value > best["metric"]:
                 best = {"metric": value, "epoch": epoch, "state": _state_copy(model), "bad": 0}
-                if run_dir is not None:
-                    _atomic_save(best["state"], run_dir / BEST)
+                if out is not None:
+                    _atomic_save(best["state"], out / BEST)
             else:
                 best["bad"] += 1
-            if progress:
+            if progress and rank == 0:
                 tqdm.write(f"epoch {epoch}: loss {row['loss']:.4f}  valid {cfg.metric} {value:.4f}  "
                            f"(best {best['metric']:.4f} @ {best['epoch']})")
             if best["bad"] >= cfg.patience and stop_reason != "time_budget":
                 stop_reason = "early_stop"
         history.append(row)
         if run_dir is not None:
-            _save_epoch(run_dir, model, optimizer, scheduler, epoch, history, best, stop_reason,
-                        device)
-            if time.perf_counter() - last_plot > _PLOT_EVERY_S:
-                _plot_curves(history, cfg.metric, run_dir / "curves.png")
-                last_plot = time.perf_counter()
+            rngs = _rng_state(device)
+            rngs = distributed.gather(rngs) if world > 1 else [rngs]
+            if out is not None:
+                _save_epoch(out, model, optimizer, scheduler, epoch, history, best, stop_reason,
+                            rngs)
+                if time.perf_counter() - last_plot > _PLOT_EVERY_S:
+                    _plot_curves(history, cfg.metric, out / "curves.png")
+                    last_plot = time.perf_counter()
         if stop_reason != "max_epochs":
             break
-    if run_dir is not None and history:
-        _plot_curves(history, cfg.metric, run_dir / "curves.png")
+    if out is not None and history:
+        _plot_curves(history, cfg.metric, out / "curves.png")
 
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -268,14 +321,19 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp.replace(path)  # a crash mid-write never leaves a torn file
 
 
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    return {"cpu": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+
+
 def _save_epoch(run_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                 scheduler: Any, epoch: int, history: list[dict[str, Any]], best: dict[str, Any],
-                stop_reason: str, device: torch.device) -> None:
-    rng = {"cpu": torch.get_rng_state(),
-           "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+                stop_reason: str, rngs: list[dict[str, Any]]) -> None:
+    """``rngs``: every rank's RNG state, in rank order (one entry without DDP)."""
     _atomic_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                   "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
-                  "best": {**best, "state": None}, "stop_reason": stop_reason, "rng": rng},
+                  "best": {**best, "state": None}, "stop_reason": stop_reason, "rng": rngs[0],
+                  "rng_ranks": rngs},
                  run_dir / CHECKPOINT)  # best weights live in best.pt
     with (run_dir / "train_log.jsonl").open("a") as fh:
         fh.write(json.dumps(history[-1]) + "\n")

@@ -1,0 +1,77 @@
+"""Knob-free pieces shared by model files (kept small on purpose; see STYLE.md #5).
+
+``ContentItems`` turns frozen item content vectors (text/image encoders, ``genrec.features``)
+into item representations of the model's width, alone or gated with the id embeddings:
+
+    content:  e = proj(c)                                      proj = Linear -> GELU -> Linear
+    gated:    g = sigmoid(W [e_id; proj(c)]),  e = g * e_id + (1 - g) * proj(c)   (per dimension)
+
+Items without a vector (``present`` False: missing from the vector file or encoded from nothing)
+hold a zero content vector. In ``gated`` mode their gate is fixed to 1, so they use their id
+embedding alone. In ``content`` mode they all share proj(0), one learned "unknown item" vector,
+so they are indistinguishable from each other (give them vectors to tell them apart).
+
+The content vectors are a buffer: frozen, saved in the model's state_dict (a reloaded model needs
+no vector file) and moved with ``.to(device)``. The model builder fills them with ``set_content``.
+
+Example:
+    >>> fusion = ContentItems(n_items=3, content_dim=8, dim=4, gated=True)
+    >>> fusion.set_content(torch.randn(4, 8))
+    >>> fusion(torch.randn(4, 4)).shape
+    torch.Size([4, 4])
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["ITEM_REPRS", "ContentItems"]
+
+ITEM_REPRS = ("id", "content", "gated")  # the ``item_repr`` choices of sequence model configs
+
+
+class ContentItems(nn.Module):
+    def __init__(self, n_items: int, content_dim: int, dim: int, gated: bool) -> None:
+        super().__init__()
+        if content_dim < 1:
+            raise ValueError(f"content vectors need content_dim >= 1, got {content_dim}; the "
+                             f"builder fills it from the vector file (set params.content)")
+        self.register_buffer("vectors", torch.zeros(n_items + 1, content_dim))
+        self.register_buffer("present", torch.zeros(n_items + 1, dtype=torch.bool))
+        self.proj = nn.Sequential(nn.Linear(content_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.gate = nn.Linear(2 * dim, dim) if gated else None
+        if self.gate is not None:  # every gate starts at exactly 0.5: an even mix
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
+
+    @torch.no_grad()
+    def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None) -> None:
+        """Load (n_items + 1, C) vectors aligned to item_idx (row 0 = PAD, ignored).
+
+        ``present`` (n_items + 1,) bool marks real vectors; by default every non-zero row.
+        """
+        vectors = torch.as_tensor(vectors, dtype=torch.float32)
+        if vectors.shape != self.vectors.shape:
+            raise ValueError(f"content vectors must be (n_items + 1, content_dim) = "
+                             f"{tuple(self.vectors.shape)}, got {tuple(vectors.shape)}; align them "
+                             f"to item_idx with row 0 for PAD")
+        if not torch.isfinite(vectors).all():
+            raise ValueError("content vectors contain NaN/inf; re-encode the items")
+        if present is None:
+            present = vectors.abs().sum(1) > 0
+        present = torch.as_tensor(present, dtype=torch.bool).clone()
+        present[0] = False
+        self.vectors.copy_(vectors * present[:, None])  # absent items hold exactly zero
+        self.present.copy_(present)
+
+    def forward(self, id_table: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_items + 1, D) item vectors; ``id_table`` (n_items + 1, D) is needed when gated."""
+        content = self.proj(self.vectors)  # (N + 1, C) -> (N + 1, D)
+        if self.gate is None:
+            return content
+        if id_table is None:
+            raise ValueError("gated item vectors need the id embedding table")
+        g = torch.sigmoid(self.gate(torch.cat([id_table, content], dim=-1)))  # (N + 1, D)
+        g = torch.where(self.present[:, None], g, torch.ones_like(g))  # no vector: id only
+        return g * id_table + (1 - g) * content
