@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from genrec.cli import data, embed, quickstart, run
+from genrec.cli import data, embed, quickstart, run, serve
 from genrec.cli._common import console_err
 from genrec.config import ConfigError
 from genrec.data.dataset import DataError
@@ -19,6 +19,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(embed.app, name="embed")
 run.register(app)
 quickstart.register(app)
+serve.register(app)
 
 
 def main() -> None:
