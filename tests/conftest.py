@@ -11,9 +11,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+# read once at start-up: tests that unset GENREC_DATA for themselves must not move the real data
+_DATA_ROOT = Path(os.environ["GENREC_DATA"]) if os.environ.get("GENREC_DATA") else REPO.parent / "shared" / "data"
+
+
 def shared_data_root() -> Path:
-    env = os.environ.get("GENREC_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
+    return _DATA_ROOT
 
 
 @pytest.fixture
