@@ -22,6 +22,18 @@ Example:
     >>> for batch in train_batches(split, max_len=50, batch_size=128, seed=0, epoch=0):
     ...     loss = model.loss(batch.to(device))                         # doctest: +SKIP
     >>> scores = model.score(eval_batch(split, "test", np.arange(10), 50))  # (10, n_items + 1)
+
+Pair batches for collaborative models (BPR, LightGCN): a ``PairBatch`` holds (user, positive,
+negative) triples. ``pair_batches`` yields every distinct training (user, item) pair once per
+epoch, shuffled by (seed, epoch), each with one negative drawn outside that user's training
+items: ``uniform`` over items 1..n_items, or ``popularity`` in proportion to the item's training
+count. Draws are vectorised with rejection; a row still rejected after a few rounds (a user who
+has most of the catalogue) is drawn exactly from its own complement. For scoring, a PairBatch
+carries only ``users``.
+
+    >>> for batch in pair_batches(split, batch_size=2048, seed=0, epoch=0):  # doctest: +SKIP
+    ...     loss = model.loss(batch.to(device))
+    >>> scores = model.score(PairBatch(torch.arange(10)))                    # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -33,10 +45,11 @@ import numpy as np
 import polars as pl
 import torch
 
+from genrec.data.dataset import DataError
 from genrec.data.splits import Split
 
 __all__ = ["SeqBatch", "Sequences", "user_sequences", "train_batches", "n_train_batches",
-           "eval_batch"]
+           "eval_batch", "PairBatch", "NEGATIVES", "pair_batches", "n_pair_batches"]
 
 SeqStage = Literal["train", "valid", "test", "all"]
 
@@ -146,3 +159,115 @@ def eval_batch(split: Split, stage: SeqStage, users: np.ndarray, max_len: int) -
     items, times = _left_padded(user_sequences(split, stage), users, max_len)
     return SeqBatch(users=torch.from_numpy(users), items=torch.from_numpy(items),
                     targets=None, timestamps=torch.from_numpy(times))
+
+
+# ---- (user, positive, negative) triples for collaborative models -------------------------------
+NEGATIVES = ("uniform", "popularity")
+_REJECTION_ROUNDS = 20  # rows still hitting a training item after this are drawn exactly
+
+
+@dataclass(slots=True)
+class PairBatch:
+    users: torch.Tensor               # (B,) int64 user_idx
+    pos: torch.Tensor | None = None   # (B,) int64 a training item of each user (None: scoring)
+    neg: torch.Tensor | None = None   # (B,) int64 an item outside the user's training items
+
+    def to(self, device: torch.device | str) -> "PairBatch":
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return PairBatch(move(self.users), move(self.pos), move(self.neg))
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+
+@dataclass(frozen=True)
+class _Pairs:
+    """Distinct training pairs, user-major: ``keys`` = user * (n_items + 1) + item, ascending."""
+
+    users: np.ndarray   # (P,) int64
+    items: np.ndarray   # (P,) int64
+    keys: np.ndarray    # (P,) int64, sorted: membership tests by binary search
+    counts: np.ndarray  # (n_items + 1,) training count per item, 0 at PAD
+
+
+def _train_pairs(split: Split) -> _Pairs:
+    """The split's distinct training pairs (cached on ``split``, whose frames are read-only)."""
+    cache = split.__dict__.setdefault("_pair_cache", {})
+    if "train" not in cache:
+        m = split.train_matrix()
+        m.sum_duplicates()  # canonical CSR: rows in order, ascending columns, so keys are sorted
+        users = np.repeat(np.arange(split.n_users, dtype=np.int64), np.diff(m.indptr))
+        items = m.indices.astype(np.int64)
+        cache["train"] = _Pairs(users, items, users * (split.n_items + 1) + items,
+                                np.bincount(items, minlength=split.n_items + 1).astype(np.int64))
+    return cache["train"]
+
+
+def n_pair_batches(split: Split, batch_size: int) -> int:
+    """How many batches ``pair_batches`` yields per epoch."""
+    return -(-len(_train_pairs(split).users) // batch_size)
+
+
+def _is_training_pair(pairs: _Pairs, keys: np.ndarray) -> np.ndarray:
+    at = np.minimum(np.searchsorted(pairs.keys, keys), len(pairs.keys) - 1)
+    return pairs.keys[at] == keys
+
+
+def _negatives(pairs: _Pairs, users: np.ndarray, n_items: int, mode: str,
+               rng: np.random.Generator) -> np.ndarray:
+    """One negative per row of ``users``: an item the user has no training pair with."""
+    if mode == "uniform":
+        weights = np.ones(n_items + 1)
+        weights[0] = 0.0
+    else:
+        weights = pairs.counts.astype(np.float64)
+    cdf = np.cumsum(weights)
+    cdf /= cdf[-1]
+    # a user whose training items hold all the sampling mass has no negative to give
+    held = np.bincount(pairs.users, weights=weights[pairs.items])
+    full = np.flatnonzero(held >= weights.sum() * (1 - 1e-12))
+    if np.isin(users, full).any():
+        raise DataError(f"{np.isin(full, users).sum()} user(s) (e.g. user_idx {full[0]}) have "
+                        f"every item with a non-zero {mode} weight in their training set, so no "
+                        f"negative can be drawn for them; drop them (data.min_item / a k-core) "
+                        f"or use uniform negatives")
+    draw = lambda n: np.searchsorted(cdf, rng.random(n), side="right")  # noqa: E731
+    neg = draw(len(users))
+    todo = np.arange(len(users))
+    for _ in range(_REJECTION_ROUNDS):
+        todo = todo[_is_training_pair(pairs, users[todo] * (n_items + 1) + neg[todo])]
+        if not len(todo):
+            return neg
+        neg[todo] = draw(len(todo))
+    todo = todo[_is_training_pair(pairs, users[todo] * (n_items + 1) + neg[todo])]
+    for row in todo:  # rare: users holding most of the mass; draw from their exact complement
+        lo, hi = np.searchsorted(pairs.users, [users[row], users[row] + 1])  # user-major
+        w = weights.copy()
+        w[pairs.items[lo:hi]] = 0.0
+        neg[row] = rng.choice(n_items + 1, p=w / w.sum())
+    return neg
+
+
+def pair_batches(split: Split, batch_size: int, seed: int, epoch: int,
+                 negatives: str = "uniform") -> Iterator[PairBatch]:
+    """Every distinct training pair once, shuffled by (seed, epoch), with one negative each.
+
+    ``negatives``: "uniform" over items 1..n_items, or "popularity" in proportion to each
+    item's training count (items never trained on are never drawn); never a training item of
+    the row's user.
+    """
+    if negatives not in NEGATIVES:
+        raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, got {negatives!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    pairs = _train_pairs(split)
+    if not len(pairs.users):
+        return
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(len(pairs.users))
+    users, pos = pairs.users[order], pairs.items[order]
+    neg = _negatives(pairs, users, split.n_items, negatives, rng)  # the whole epoch at once
+    for lo in range(0, len(users), batch_size):
+        sl = slice(lo, lo + batch_size)
+        yield PairBatch(torch.from_numpy(users[sl]), torch.from_numpy(pos[sl]),
+                        torch.from_numpy(neg[sl]))
