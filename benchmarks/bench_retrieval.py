@@ -1,0 +1,187 @@
+"""Retrieval benchmarks: faiss ANN against exact search, and multi-channel recall HitRate.
+
+    .venv/bin/python benchmarks/bench_retrieval.py [--only ann,recall] [--out BENCHMARKS.md]
+
+    ann     "Retrieval — faiss vs exact"  A two-tower trained on Gowalla (LightGCN's fixed split,
+            40,981 items: the largest catalogue in ../shared/data with training interactions;
+            amazon-book ships no train.txt) gives the item vectors; every test user's vector is a
+            query. Per index (flat, HNSW, IVF at a few settings): build time, latency per query
+            batch (1 and 256 queries, 2 faiss threads) and recall@100 against exact brute force
+            (``genrec.retrieval.exact_search``). Pure top-100 search, history not excluded, so the
+            numbers are the index's alone.
+    recall  "Recall — multi-channel HitRate"  ML-100k and Amazon Beauty, leave-one-out (P1), test
+            targets, history masked. Channels: popularity, ItemCF, two-tower (faiss flat) and, on
+            ML-100k, SASRec; quotas popularity 1 : ItemCF 2 : two-tower 2 (: SASRec 2). HR@50/100/200
+            of every channel alone and of the merged list, with each channel's share of the merged
+            slots and of its hits at N = 100.
+
+Runs are trained once into benchmarks/out/retrieval/<dataset>_<model> and reused (delete the
+folder to retrain). Data comes from $GENREC_DATA, prepared datasets from $GENREC_HOME.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+from _record import record  # noqa: E402
+
+from genrec.data.batches import eval_batch  # noqa: E402
+from genrec.pipeline.recall import (ann_channel, popularity_channel, recall_report,  # noqa: E402
+                                    run_channel)
+from genrec.retrieval import IndexConfig, ItemIndex, exact_search, recall_at_k  # noqa: E402
+from genrec.runs import load_run, make_config, train  # noqa: E402
+
+OUT = REPO / "benchmarks" / "out" / "retrieval"
+THREADS = 2  # the machine's cores: torch and faiss alike
+ANN_TABLE = "Retrieval — faiss vs exact"
+RECALL_TABLE = "Recall — multi-channel HitRate"
+INDEXES = [("flat", IndexConfig(kind="flat")),
+           ("hnsw M=32 ef=64", IndexConfig(kind="hnsw", hnsw_m=32, ef_search=64)),
+           ("hnsw M=32 ef=128", IndexConfig(kind="hnsw", hnsw_m=32, ef_search=128)),
+           ("hnsw M=32 ef=256", IndexConfig(kind="hnsw", hnsw_m=32, ef_search=256)),
+           ("ivf nprobe=8", IndexConfig(kind="ivf", nprobe=8)),
+           ("ivf nprobe=32", IndexConfig(kind="ivf", nprobe=32)),
+           ("ivf nprobe=128", IndexConfig(kind="ivf", nprobe=128))]
+TWO_TOWER = ["params.dim=64", "params.max_len=50", "train.lr=0.002",
+             "train.batch_size=256", f"train.threads={THREADS}"]
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def trained(name: str, model: str, sets: list[str], preset: str | None = None):
+    """The run in OUT/name, trained first when it is not there yet."""
+    run_dir = OUT / name
+    if (run_dir / "metrics.json").is_file():
+        return load_run(run_dir)
+    cfg = make_config(model, sets, REPO / preset if preset else None)
+    print(f"training {name} ...", flush=True)
+    train(cfg, run_dir)
+    return load_run(run_dir)
+
+
+def ms_per_batch(index: ItemIndex, q: np.ndarray, batch: int, k: int = 100,
+                 max_batches: int = 200) -> float:
+    """Median wall milliseconds of one search call of ``batch`` queries."""
+    times = []
+    for lo in range(0, min(len(q), batch * max_batches), batch):
+        t0 = time.perf_counter()
+        index.search(q[lo:lo + batch], k)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def bench_ann(out: Path) -> None:
+    run = trained("gowalla_two_tower", "two_tower",
+                  ["data.name=gowalla", "data.split=fixed", "eval.ks=[20,100]",
+                   "train.epochs=30", "train.max_minutes=15", "params.n_negatives=4096",
+                   *TWO_TOWER])
+    model, split = run.model.eval(), run.split
+    users = np.flatnonzero(np.diff(split.targets("test").indptr) > 0)
+    with torch.no_grad():
+        items = model.item_vectors()[1:].numpy()
+        q = np.concatenate([model.user_vectors(eval_batch(split, "test", users[lo:lo + 1024],
+                                                          model.config.max_len)).numpy()
+                            for lo in range(0, len(users), 1024)])
+    ids = np.arange(1, len(items) + 1)
+    t0 = time.perf_counter()
+    exact = exact_search(q, items, 100, ids)[1]
+    exact_s = time.perf_counter() - t0
+    test = run.info["metrics"]["test"]
+    quality = (f"two-tower test Recall@20 {test['Recall@20']:.4f} / NDCG@20 {test['NDCG@20']:.4f} "
+               f"({run.info['train']['epochs_run']} epochs, {run.info['fit_seconds']:.0f} s)")
+    print(quality, f"exact numpy top-100 of {len(q)} queries: {exact_s:.1f} s", flush=True)
+    for label, cfg in INDEXES:
+        cfg.threads = THREADS
+        t0 = time.perf_counter()
+        index = ItemIndex.build(items, ids, cfg)
+        build_s = time.perf_counter() - t0
+        found = np.concatenate([index.search(q[lo:lo + 1024], 100)[1]
+                                for lo in range(0, len(q), 1024)])
+        rec = recall_at_k(found, exact)
+        one, many = ms_per_batch(index, q, 1), ms_per_batch(index, q, 256)
+        print(f"{label:18s} build {build_s:6.2f} s  1 query {one:7.3f} ms  256 queries "
+              f"{many:8.2f} ms  recall@100 {rec:.4f}", flush=True)
+        record(ANN_TABLE, {
+            "dataset": f"gowalla ({len(items):,} items, {len(q):,} test users)",
+            "protocol": "two-tower item vectors (dim 64, unit length), top-100 inner product, "
+                        "history not excluded",
+            "index": label, "recall@100 vs exact": f"{rec:.4f}",
+            "ms / 1 query": f"{one:.3f}", "ms / 256 queries": f"{many:.2f}",
+            "build s": f"{build_s:.2f}", "metrics": quality,
+            "wall time": f"exact numpy top-100 of all queries {exact_s:.1f} s",
+            "peak memory": f"{peak_mb():.0f} MB", "notes": f"faiss threads {THREADS}"}, out)
+
+
+def recall_channels(tag: str, data: str, with_sasrec: bool):
+    base = [f"data.name={data}", "data.split=loo", "eval.ks=[10,50]"]
+    itemcf = trained(f"{tag}_itemcf", "itemcf", base + ["params.k=50"])
+    tt = trained(f"{tag}_two_tower", "two_tower",
+                 base + ["train.epochs=100", "train.patience=5", "train.max_minutes=20",
+                         "train.metric=NDCG@10", *TWO_TOWER])
+    split = tt.split
+    channels = [popularity_channel(split, "test", quota=1), run_channel(itemcf, split, "test", 2),
+                ann_channel(tt, split, "test", 2, index=IndexConfig(threads=THREADS))]
+    runs = {"itemcf": itemcf, "two_tower": tt}
+    if with_sasrec:
+        sasrec = trained(f"{tag}_sasrec", "sasrec", base + ["train.max_minutes=20"],
+                         preset="configs/sasrec_ml100k_p1.toml")
+        channels.append(run_channel(sasrec, split, "test", 2))
+        runs["sasrec"] = sasrec
+    return split, channels, runs
+
+
+def bench_recall(out: Path) -> None:
+    for tag, data, with_sasrec in (("ml100k", "ml-100k", True), ("beauty", "amazon-beauty", False)):
+        split, channels, runs = recall_channels(tag, data, with_sasrec)
+        t0 = time.perf_counter()
+        rep = recall_report(channels, split, "test", ns=(50, 100, 200))
+        seconds = time.perf_counter() - t0
+        quotas = " : ".join(f"{c.name} {c.quota:g}" for c in channels)
+        print(json.dumps(rep, indent=1), flush=True)
+        lines = [(c.name, rep["per_channel"][c.name]) for c in channels] + [("merged", rep["merged"])]
+        for name, hr in lines:
+            about = runs.get(name)
+            note = ""
+            if about is not None:
+                test = about.info["metrics"]["test"]
+                note = f"its own test HR@10 {test['HR@10']:.4f} / NDCG@10 {test['NDCG@10']:.4f}"
+            record(RECALL_TABLE, {
+                "dataset": f"{data} ({split.n_users:,} users, {split.n_items:,} items)",
+                "protocol": f"P1 loo test, history masked; quotas {quotas}",
+                "channel": name, "HR@50": f"{hr['HR@50']:.4f}", "HR@100": f"{hr['HR@100']:.4f}",
+                "HR@200": f"{hr['HR@200']:.4f}",
+                "share of merged@100": ("–" if name == "merged" else
+                                        f"{rep['share'][100][name]:.3f} slots / "
+                                        f"{rep['hits_from'][100][name]:.3f} hits"),
+                "metrics": note or f"{rep['n_users']} test users, {rep['n_cold']} without history",
+                "wall time": f"recall_report {seconds:.1f} s (all channels, N = 50/100/200)",
+                "peak memory": f"{peak_mb():.0f} MB"}, out)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="ann,recall", help="comma list of: ann, recall")
+    parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
+    args = parser.parse_args()
+    torch.set_num_threads(THREADS)
+    OUT.mkdir(parents=True, exist_ok=True)
+    parts = {"ann": bench_ann, "recall": bench_recall}
+    for part in args.only.split(","):
+        parts[part.strip()](args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Multi-stage pipeline: candidate recall from several channels (``recall``), then ranking."""
