@@ -1,0 +1,182 @@
+"""Semantic IDs on disk: ``<dataset>/semantic_ids/<name>.parquet`` plus ``<name>.json``.
+
+File layout (one row per item of the dataset):
+
+    item_id   string                    the raw item id (stable across re-indexing)
+    codes     fixed_size_list<int32>[T] the item's tokens: C quantiser levels + 1 dedup token
+
+The Parquet footer holds the meta as JSON under ``genrec.semantic_ids``: method, vectors
+(the item_vectors encoder name they were made from), levels, ``sizes`` (vocabulary of each of
+the T levels; the last is the dedup level), seed, dataset, creation time and the report. The
+report is also written beside it as ``<name>.json``: codebook utilisation per level, collision
+rate before the dedup token, reconstruction error (relative squared error after each level for
+RQ-KMeans, of the decoder for RQ-VAE) and seconds.
+
+``build_semantic_ids`` reads item vectors from ``genrec.features.store`` (made by ``genrec embed
+items``, or any vectors saved there, e.g. a trained model's item table), quantises them and
+writes both files; ``load_semantic_ids`` aligns a file to the dataset's item_idx.
+
+Example:
+    >>> path, report = build_semantic_ids(ds, "minilm", "rq_kmeans")           # doctest: +SKIP
+    >>> codes, sizes, meta = load_semantic_ids(ds, "minilm-rq_kmeans")          # doctest: +SKIP
+    >>> codes.shape, sizes                                                      # doctest: +SKIP
+    ((12102, 4), [256, 256, 256, 7])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genrec.data.dataset import DataError, Dataset
+from genrec.semantic_ids.codes import code_report, dedup
+
+__all__ = ["METHODS", "build_semantic_ids", "load_semantic_ids", "semantic_ids_for_run",
+           "semantic_ids_path", "default_name"]
+
+METHODS = ("rq_kmeans", "rq_vae")
+META_KEY = b"genrec.semantic_ids"
+
+
+def semantic_ids_path(ds: Dataset, name: str) -> Path:
+    from genrec.features.store import vectors_path
+
+    vectors_path(ds, name)  # the same rule for safe names (raises a clear ValueError)
+    if ds.path is None:
+        raise DataError(f"dataset {ds.name!r} has not been saved; semantic IDs live beside a "
+                        f"saved dataset: call ds.save(path) first")
+    return Path(ds.path) / "semantic_ids" / f"{name}.parquet"
+
+
+def default_name(vectors: str, method: str) -> str:
+    return f"{vectors}-{method}"
+
+
+def build_semantic_ids(ds: Dataset, vectors: str, method: str = "rq_kmeans", *,
+                       name: str | None = None, levels: int = 3, codebook_size: int = 256,
+                       seed: int = 0, epochs: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """Quantise ``ds``'s ``vectors`` item vectors with ``method``; write the ID file and report.
+
+    ``epochs``: RQ-VAE training epochs (default: RQVAEConfig's). Returns (path, report).
+    """
+    from genrec.features.store import load_vectors
+
+    if method not in METHODS:
+        raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
+    name = name or default_name(vectors, method)
+    path = semantic_ids_path(ds, name)
+    matrix, present, vmeta = load_vectors(ds, vectors)
+    x = matrix[1:]  # row 0 is PAD
+    start = time.perf_counter()
+    if method == "rq_kmeans":
+        from genrec.semantic_ids.rq_kmeans import rq_kmeans
+
+        fit = rq_kmeans(x, levels, codebook_size, seed=seed)
+        codes, error = fit.codes, {"relative_error_per_level": fit.relative_error}
+    else:
+        from genrec.semantic_ids.rq_vae import RQVAEConfig, train_rq_vae
+
+        cfg = RQVAEConfig(levels=levels, codebook_size=codebook_size, seed=seed,
+                          **({"epochs": epochs} if epochs else {}))
+        fit = train_rq_vae(x, cfg)
+        codes = fit.codes
+        error = {"relative_error": round(fit.relative_error, 5),
+                 "relative_error_at_init": round(fit.initial_error, 5),
+                 "dead_codes_per_level": fit.dead_codes, "epochs": cfg.epochs}
+    seconds = time.perf_counter() - start
+    report = code_report(codes, [codebook_size] * levels)
+    full = dedup(codes)
+    sizes = [codebook_size] * levels + [report["dedup_size"]]
+    report = {"name": name, "method": method, "vectors": vectors, "dataset": ds.name,
+              "n_without_vector": int(ds.n_items - present[1:].sum()), **report,
+              "reconstruction": error, "sizes": sizes, "seconds": round(seconds, 2)}
+    meta = {**report, "levels": levels, "codebook_size": codebook_size, "seed": seed,
+            "vectors_file": vmeta["path"],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    ids = [str(i) for i in ds.item_ids[1:]]
+    table = pa.table({
+        "item_id": pa.array(ids, pa.string()),
+        "codes": pa.FixedSizeListArray.from_arrays(pa.array(full.reshape(-1).astype(np.int32)),
+                                                   full.shape[1]),
+    }).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic(path, lambda tmp: pq.write_table(table, tmp))
+    _atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    return path, report
+
+
+def _atomic(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _build_hint(ds: Dataset) -> str:
+    return (f"`genrec semantic-ids build --data {ds.path or ds.name} --vectors ENCODER --method "
+            f"rq_kmeans` (ENCODER: item vectors from `genrec embed items`, e.g. minilm)")
+
+
+def load_semantic_ids(ds: Dataset, name: str) -> tuple[np.ndarray, list[int], dict[str, Any]]:
+    """``(codes (n_items + 1, T) int64, sizes, meta)`` aligned to item_idx; row 0 (PAD) is -1."""
+    folder = Path(ds.path) / "semantic_ids" if ds.path is not None else None
+    found = sorted(p.stem for p in folder.glob("*.parquet")) if folder and folder.is_dir() else []
+    if not name:
+        raise DataError(f"no semantic IDs named: set params.semantic_ids to one of dataset "
+                        f"{ds.name}'s ({', '.join(found) or 'none yet'}); make one with "
+                        f"{_build_hint(ds)}, which names it <ENCODER>-rq_kmeans")
+    path = semantic_ids_path(ds, name)
+    if not path.is_file():
+        vectors, _, method = name.rpartition("-")
+        hint = (f"--vectors {vectors} --method {method}" if method in METHODS and vectors
+                else "--vectors ENCODER --method rq_kmeans --name " + name)
+        raise DataError(f"no semantic IDs {name!r} for dataset {ds.name}: {path} does not exist "
+                        f"(found: {', '.join(found) or 'none'}); run `genrec semantic-ids build "
+                        f"--data {ds.path} {hint}` first")
+
+    table = pq.read_table(path)
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise DataError(f"{path} is not a genrec semantic-ID file (no {META_KEY.decode()} "
+                        f"metadata); rebuild it with `genrec semantic-ids build`")
+    meta = {**json.loads(raw), "path": str(path)}
+    sizes = [int(s) for s in meta["sizes"]]
+    ids = table.column("item_id").to_pylist()
+    flat = table.column("codes").combine_chunks().flatten().to_numpy().astype(np.int64)
+    codes_in = flat.reshape(len(ids), len(sizes))
+    row_of = {str(raw_id): idx for idx, raw_id in enumerate(ds.item_ids) if idx > 0}
+    rows = np.array([row_of.get(i, -1) for i in ids], dtype=np.int64)
+    codes = np.full((ds.n_items + 1, len(sizes)), -1, dtype=np.int64)
+    codes[rows[rows >= 0]] = codes_in[rows >= 0]
+    missing = np.flatnonzero((codes[1:] < 0).any(axis=1)) + 1
+    if len(missing):
+        raise DataError(f"{path} has no semantic ID for {len(missing)} item(s) of {ds.name} (e.g. "
+                        f"raw ids {[ds.item_ids[i] for i in missing[:5]]}): it was built for "
+                        f"another version of the dataset; rebuild it with `genrec semantic-ids "
+                        f"build --data {ds.path} --vectors {meta.get('vectors', 'ENCODER')} "
+                        f"--method {meta.get('method', 'rq_kmeans')}`")
+    if len(np.unique(codes[1:], axis=0)) != ds.n_items:
+        raise DataError(f"{path}: some items share a semantic ID (after filtering the dataset?); "
+                        f"rebuild it with `genrec semantic-ids build`")
+    return codes, sizes, meta
+
+
+def semantic_ids_for_run(ds: Dataset, name: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(codes, info)`` for a model run: info (name, sizes, method, vectors, path) goes to
+    run.json, and its ``sizes`` rebuild the model on load before the codes come from weights."""
+    codes, sizes, meta = load_semantic_ids(ds, name)
+    return codes, {"name": name, "sizes": sizes, "method": meta.get("method"),
+                   "vectors": meta.get("vectors"), "path": meta["path"],
+                   "collision_rate": meta.get("collision_rate")}
