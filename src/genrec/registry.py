@@ -18,6 +18,10 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "ease": ("genrec.models.ease", "EASE", "EASEConfig"),
     "sasrec": ("genrec.models.sasrec", "SASRec", "SASRecConfig"),
     "hstu": ("genrec.models.hstu", "HSTU", "HSTUConfig"),
+    "tiger": ("genrec.models.tiger", "TIGER", "TIGERConfig"),
+    "two_tower": ("genrec.models.two_tower", "TwoTower", "TwoTowerConfig"),
+    "bpr": ("genrec.models.bpr", "BPR", "BPRConfig"),
+    "lightgcn": ("genrec.models.lightgcn", "LightGCN", "LightGCNConfig"),
 }
 
 

@@ -22,6 +22,17 @@ item_idx here and stored in the model's weights, so ``load_run`` needs no vector
 without a vector are counted in run.json (``content.n_without_vector``); see
 ``genrec.models._layers`` for what the model does with them.
 
+``params.user_features`` (two_tower) names categorical columns of the dataset's users table;
+they are coded here (``user_feature_codes``: 0 = missing), their cardinalities go to run.json
+(``user_features``) and the codes into the model's weights.
+
+Pair models (``input_kind = "pairs"``: BPR, LightGCN) train on (user, positive, negative) triples
+from ``genrec.data.batches.pair_batches`` (negatives by the model's ``negatives``) and score from
+the training graph; LightGCN gets that graph with ``set_graph(split.train_matrix())`` here and in
+``load_run``, and its ``fusion`` reads text vectors from ``params.content`` as above. Users with
+no training interaction get the popularity channel (items' training counts) instead of the
+model's scores: counted in run.json (``cold_start``) and flagged by ``recommend`` (``fallback``).
+
 Example:
     >>> cfg = make_config("ease", ["data.name=ml-100k", "params.l2=300"])       # doctest: +SKIP
     >>> result = train(cfg, Path("runs/ease"))
@@ -39,12 +50,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import polars as pl
 import torch
 from torch import nn
 
 from genrec import __version__
 from genrec.config import ConfigError, apply_overrides, from_dict, load_toml, to_dict, to_toml
-from genrec.data.batches import eval_batch, n_train_batches, train_batches, user_sequences
+from genrec.data.batches import (PairBatch, eval_batch, n_pair_batches, n_train_batches,
+                                 pair_batches, train_batches, user_sequences)
 from genrec.data.dataset import DataError, Dataset
 from genrec.data.ingest import Filters
 from genrec.data.prepare import load_dataset
@@ -55,7 +68,7 @@ from genrec.training import distributed
 from genrec.training.trainer import TrainConfig, TrainResult, fit
 
 __all__ = ["DataConfig", "EvalConfig", "RunConfig", "Run", "make_config", "train", "load_run",
-           "evaluate_run", "recommend", "content_vectors"]
+           "evaluate_run", "recommend", "content_vectors", "user_feature_codes"]
 
 
 @dataclass
@@ -115,9 +128,14 @@ class Run:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def _build_model(cfg: RunConfig, n_items: int, content_dim: int = 0) -> Any:
+def _build_model(cfg: RunConfig, n_items: int, content_dim: int = 0, n_users: int = 0,
+                 **data_fields: Any) -> Any:
+    """The model with the config fields that come from the data filled in."""
     model_cls, config_cls = model_classes(cfg.model)
-    filled = {"n_items": n_items, **({"content_dim": content_dim} if content_dim else {})}
+    filled = {"n_items": n_items, **({"content_dim": content_dim} if content_dim else {}),
+              **data_fields}
+    if "n_users" in getattr(config_cls, "__dataclass_fields__", {}):  # user-embedding models
+        filled["n_users"] = n_users
     return model_cls(from_dict(config_cls, {**cfg.params, **filled}))
 
 
@@ -125,13 +143,52 @@ def _content_spec(cfg: RunConfig) -> tuple[str, str]:
     """(item_repr, content) from the model's params; ("id", "") for models without them."""
     _, config_cls = model_classes(cfg.model)
     model_cfg = from_dict(config_cls, dict(cfg.params))
+    if getattr(model_cfg, "fusion", "none") != "none":  # lightgcn's semantic fusion
+        return "fusion", model_cfg.content
     return getattr(model_cfg, "item_repr", "id"), getattr(model_cfg, "content", "")
+
+
+def user_feature_codes(ds: Dataset, columns: tuple[str, ...]) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(codes (n_users, F) int64, info)`` for categorical columns of the users table.
+
+    Each column's distinct values (as strings, sorted) get codes 1..V by user_idx; 0 = missing
+    (null or empty). ``info``: columns, cards (V + 1 per column), n_missing per column.
+    """
+    missing = [c for c in columns if c not in ds.users.columns]
+    if missing:
+        found = ", ".join(c for c in ds.users.columns if c not in ("user_idx", "user_id"))
+        raise ConfigError(f"params.user_features: {', '.join(map(repr, missing))} not in the "
+                          f"users table of {ds.name} (found: {found or 'no feature columns'}); "
+                          f"name columns of its users.parquet")
+    users = ds.users.sort("user_idx")
+    codes = np.zeros((ds.n_users, len(columns)), dtype=np.int64)
+    cards, n_missing = [], {}
+    for f, col in enumerate(columns):
+        values = users[col].cast(pl.Utf8).fill_null("").to_list()
+        lookup = {v: i for i, v in enumerate(sorted(set(values) - {""}), start=1)}
+        codes[:, f] = [lookup.get(v, 0) for v in values]
+        cards.append(len(lookup) + 1)
+        n_missing[col] = int((codes[:, f] == 0).sum())
+    return codes, {"columns": list(columns), "cards": cards, "n_missing": n_missing}
+
+
+def _user_cards(info: dict[str, Any]) -> dict[str, Any]:
+    """Config fields a user-feature model (two_tower) needs before its weights load."""
+    return {"user_cards": info["user_features"]["cards"]} if "user_features" in info else {}
+
+
+def _id_sizes(info: dict[str, Any]) -> dict[str, Any]:
+    """Config fields a semantic-ID model (tiger) needs before its weights load."""
+    return {"id_sizes": info["semantic_ids"]["sizes"]} if "semantic_ids" in info else {}
 
 
 _VECTOR_FILES = (".parquet", ".npz", ".npy")
 _FALLBACK = {"content": "items without a vector share one learned vector (the projection of a "
                         "zero vector)",
-             "gated": "items without a vector use their id embedding alone (gate fixed to 1)"}
+             "gated": "items without a vector use their id embedding alone (gate fixed to 1)",
+             "fusion": "items without a vector use their id embedding alone (text part zero); a "
+                       "user's text vector is the mean over their training items that have one "
+                       "(none: id embedding alone)"}
 
 
 def content_vectors(ds: Dataset, spec: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -179,9 +236,41 @@ def _is_gradient(model: Any) -> bool:
     return hasattr(model, "loss")
 
 
+_COLD_FALLBACK = "popularity: the items' training counts"
+
+
+def _cold_users(split: Split) -> np.ndarray:
+    """(n_users,) True where a user has no training interaction: a pair model (BPR, LightGCN)
+    never saw them, so they get the popularity channel instead, with a flag."""
+    return np.diff(split.train_matrix().indptr) == 0
+
+
+def _pair_scorer(run: Run) -> Callable[[np.ndarray], torch.Tensor]:
+    """score(users) of a PairBatch model; users without training items get popularity scores."""
+    model, train = run.model, run.split.train_matrix()
+    cold = np.diff(train.indptr) == 0
+    popularity = torch.from_numpy(np.asarray(train.sum(axis=0), dtype=np.float32).ravel())
+    popularity[0] = -np.inf
+    model.eval()
+
+    def score(users: np.ndarray) -> torch.Tensor:
+        device = next(model.parameters()).device
+        users = np.asarray(users, dtype=np.int64)
+        with torch.no_grad():  # LightGCN propagates once and reuses it for every chunk
+            out = model.score(PairBatch(torch.from_numpy(users)).to(device))
+        rows = torch.from_numpy(cold[users]).to(device)
+        if rows.any():
+            out[rows] = popularity.to(device, out.dtype)
+        return out
+
+    return score
+
+
 def _scorer(run: Run, stage: str) -> Callable[[np.ndarray], Any]:
     """score(users) -> (B, n_items+1) from what is known before ``stage`` ("all" = serving)."""
     model = run.model
+    if getattr(model, "input_kind", None) == "pairs":  # scores from the training graph alone
+        return _pair_scorer(run)
     if getattr(model, "input_kind", None) == "sequence":
         max_len = model.config.max_len
         lengths = user_sequences(run.split, stage).lengths()
@@ -225,6 +314,15 @@ def evaluate_run(run: Run, stage: str = "test", keep_topk: bool = False) -> Eval
 def _fit_gradient(run: Run, out: Path | None, progress: bool, resume: bool) -> TrainResult:
     """Train with the one trainer, early-stopping on validation (when the split has one)."""
     cfg, split, model = run.config.train, run.split, run.model
+    if getattr(model, "input_kind", None) == "pairs":  # BPR, LightGCN: (user, pos, neg) triples
+        negatives, steps = model.config.negatives, n_pair_batches(split, cfg.batch_size)
+        if steps == 0:
+            raise DataError(f"{run.dataset.name}: the {split.name} split has no training "
+                            f"interactions, so {run.config.model} has nothing to learn from")
+        validate = (lambda: evaluate_run(run, "valid").metrics) if split.valid.height else None
+        return fit(model, cfg,
+                   lambda epoch: pair_batches(split, cfg.batch_size, cfg.seed, epoch, negatives),
+                   validate, run_dir=out, steps_per_epoch=steps, resume=resume, progress=progress)
     if getattr(model, "input_kind", None) != "sequence":
         raise ConfigError(f"{run.config.model}: input_kind {getattr(model, 'input_kind', None)!r} "
                           f"has no batch builder in genrec.runs yet")
@@ -258,10 +356,32 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
         vectors, present, info["content"] = content_vectors(ds, spec)
         content = (torch.from_numpy(vectors), torch.from_numpy(present))
         info["content"]["fallback"] = _FALLBACK[item_repr]
+    user_codes = None
+    columns = getattr(from_dict(model_classes(cfg.model)[1], dict(cfg.params)), "user_features", ())
+    if columns:  # two_tower's user tower: categorical columns of users.parquet
+        user_codes, info["user_features"] = user_feature_codes(ds, tuple(columns))
+    id_codes = None
+    if hasattr(model_classes(cfg.model)[0], "set_semantic_ids"):  # tiger: items as semantic IDs
+        from genrec.semantic_ids.store import semantic_ids_for_run
+
+        id_codes, info["semantic_ids"] = semantic_ids_for_run(ds, cfg.params.get("semantic_ids", ""))
     torch.manual_seed(cfg.train.seed)  # the initial weights of gradient models
-    model = _build_model(cfg, ds.n_items, info["content"]["dim"] if content else 0)
+    model = _build_model(cfg, ds.n_items, info["content"]["dim"] if content else 0, ds.n_users,
+                         **_user_cards(info), **_id_sizes(info))
+    if id_codes is not None:  # a buffer of the model: load_run needs no semantic-ID file
+        model.set_semantic_ids(torch.from_numpy(id_codes))
     if content is not None:
         model.set_content(*content)
+    if user_codes is not None:  # a buffer of the model: load_run needs no users table
+        model.set_user_features(torch.from_numpy(user_codes))
+    if hasattr(model, "set_graph"):  # LightGCN: the training graph is data, rebuilt on load
+        model.set_graph(split.train_matrix())
+    if getattr(model, "input_kind", None) == "pairs":
+        cold = _cold_users(split)
+        info["cold_start"] = {"n_users_without_train_items": int(cold.sum()),
+                              "n_test_users_without_train_items":
+                                  int((cold & (np.diff(split.targets("test").indptr) > 0)).sum()),
+                              "fallback": _COLD_FALLBACK}
     run = Run(cfg, model, ds, split)
 
     t0 = time.perf_counter()
@@ -347,10 +467,14 @@ def load_run(run_dir: str | Path) -> Run:
     split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
     # the content vectors are in the weights; only their width is needed to build the model
     content_dim = int(info.get("content", {}).get("dim", 0))
-    model, weights = _build_model(cfg, ds.n_items, content_dim), found[0]
+    model = _build_model(cfg, ds.n_items, content_dim, ds.n_users, **_user_cards(info),
+                         **_id_sizes(info))
+    weights = found[0]
     if weights.suffix == ".pt":
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         model.eval()
+        if hasattr(model, "set_graph"):
+            model.set_graph(split.train_matrix())
     else:
         with np.load(weights, allow_pickle=False) as z:
             model.load_state_dict({k: z[k] for k in z.files})
@@ -368,7 +492,10 @@ def recommend(run: Run, raw_user: str, k: int = 10, fallback: str | None = None)
     try:
         u = ds.user_index(raw_user)
         scores = torch.as_tensor(_scorer(run, "all")(np.array([u]))).cpu().double().numpy()[0]
-        seen, used_fallback = known[u].indices, False
+        seen = known[u].indices
+        # a pair model scored a user without training items by popularity (_pair_scorer)
+        used_fallback = bool(getattr(run.model, "input_kind", None) == "pairs"
+                             and _cold_users(run.split)[u])
     except DataError:
         if fallback != "popular":
             raise

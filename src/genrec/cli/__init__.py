@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from genrec.cli import data, embed, quickstart, run, serve
+from genrec.cli import ablate, data, embed, quickstart, run, semantic_ids, serve
 from genrec.cli._common import console_err
 from genrec.config import ConfigError
 from genrec.data.dataset import DataError
@@ -17,9 +17,11 @@ app = typer.Typer(help="genrec: raw interaction logs -> trained recommenders -> 
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 app.add_typer(data.app, name="data")
 app.add_typer(embed.app, name="embed")
+app.add_typer(semantic_ids.app, name="semantic-ids")
 run.register(app)
 quickstart.register(app)
 serve.register(app)
+ablate.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,711 @@
+"""Sequential recommenders (SASRec, HSTU) on protocol P1, and time-to-quality against RecBole 1.2.1.
+
+    .venv/bin/python benchmarks/bench_sequential.py
+        [--only beauty,sports,ml100k,speed,peer,ablation] [--parallel N]
+        [--resume] [--reuse] [--peer-dir DIR] [--no-record]
+
+Sections (rows go to BENCHMARKS.md through ``_record.record``):
+    beauty, sports, ml100k   P1 leave-one-out, full ranking, from the frozen ``configs/*_p1.toml``:
+                             SASRec and HSTU (sampled softmax T=0.05 and CE; the one with the
+                             better VALID NDCG@10 is marked), test metrics with the user's history
+                             masked (genrec's protocol) and unmasked (RecBole's), epochs, s/epoch,
+                             sequences/s, scoring ms per 1k users, wall, CPU time, peak RSS.
+    speed                    training sequences/s and scoring ms per 1k users on Beauty, wall and
+                             CPU time (a few batches per model, one thread).
+    peer                     RecBole's SASRec and genrec's SASRec, same sizes, one thread each,
+                             started side by side; both log (wall seconds, valid NDCG@10) after
+                             every epoch with history NOT masked (RecBole's sequential protocol),
+                             then: time for genrec to first reach RecBole's best valid value.
+    ablation                 item_repr id / content / gated (when the models have it).
+
+Every training run is a fresh subprocess of this script (``--worker SPEC OUT``), so its peak RSS
+(ru_maxrss) and CPU time (getrusage user+sys) are that run's alone; ``--parallel N`` trains up to N
+jobs of a section at once (one torch thread each). Results land in benchmarks/out/sequential/
+(<job>.json, per-user test metrics in <job>.npz, per-epoch <job>.curve.jsonl, the worker's log);
+``--reuse`` records from them without training again; ``--resume`` continues the jobs that stopped
+on their wall-clock budget (train.max_minutes) from their checkpoint (<job>.run/), adding up epochs,
+wall and CPU time. Selection is on VALID only: the trainer keeps the best-valid epoch and the test
+split is scored once, afterwards.
+
+Environment: GENREC_DATA (raw data, e.g. /work/shared/data) and GENREC_HOME (prepared datasets,
+outside the repo); for ``peer`` also PEER_VENV / PEER_DATA (see benchmarks/peer.py) with
+``amazon-beauty`` prepared by shared/peers/prepare_s3rec.py. ``--peer-dir`` reuses a RecBole run
+that is already going (or done) in DIR instead of starting one: DIR holds ``curve.jsonl`` and
+``result.jsonl`` written by the wrapper below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_REPO / "benchmarks"))
+
+SECTIONS = ("beauty", "sports", "ml100k", "speed", "peer", "ablation")
+OUT_DIR = _REPO / "benchmarks" / "out" / "sequential"
+P1 = "P1 leave-one-out, full ranking"
+TABLE_P1 = "Sequential — P1 leave-one-out"
+TABLE_SPEED = "Sequential — training and scoring speed"
+TABLE_PEER = "Sequential — time-to-quality vs RecBole 1.2.1"
+TABLE_ABLATION = "Sequential — item representation ablation"
+
+# (label, preset, extra --set overrides). HSTU's own default is sampled softmax (128 negatives) over
+# cosine / T with T = 0.05; "ce" keeps that geometry with the full softmax over the catalogue (the
+# HSTU authors' TF port). The better one on VALID NDCG@10 is marked in the table.
+JOBS: dict[str, list[tuple[str, str, list[str]]]] = {
+    "beauty": [("sasrec-ce", "configs/sasrec_beauty_p1.toml", []),
+               ("hstu-sampled", "configs/hstu_beauty_p1.toml", ["params.loss=sampled"]),
+               ("hstu-ce", "configs/hstu_beauty_p1.toml", ["params.loss=ce"])],
+    "sports": [("sasrec-ce", "configs/sasrec_sports_p1.toml", []),
+               ("hstu-sampled", "configs/hstu_sports_p1.toml", ["params.loss=sampled"]),
+               ("hstu-ce", "configs/hstu_sports_p1.toml", ["params.loss=ce"])],
+    "ml100k": [("sasrec-ce", "configs/sasrec_ml100k_p1.toml", []),
+               ("hstu-sampled", "configs/hstu_ml100k_p1.toml", ["params.loss=sampled"]),
+               ("hstu-ce", "configs/hstu_ml100k_p1.toml", ["params.loss=ce"])],
+}
+DATASET = {"beauty": "amazon-beauty", "sports": "amazon-sports", "ml100k": "ml-100k"}
+TARGETS = {  # from the issue / PROTOCOL.md: (R@10, N@10)
+    "beauty": {"SASRec (TIGER paper)": (0.0605, 0.0318), "TIGER": (0.0648, 0.0384),
+               "EASE masked": (0.0734, 0.0400)},
+    "sports": {"SASRec (TIGER paper)": (0.0350, 0.0192), "TIGER": (0.0400, 0.0225),
+               "EASE masked": (0.0512, 0.0279)},
+}
+UNMASKED = "unmasked:"  # prefix of the validation keys computed without masking history
+
+
+# ---- worker: one training run in its own process ------------------------------------------------
+def _evaluate_both(run: Any, stage: str, ks: tuple[int, ...]) -> dict[str, Any]:
+    """Masked and unmasked full-ranking metrics of ``stage`` from ONE scoring pass.
+
+    Users are scored in chunks; each chunk's scores go to ``evaluate`` twice, once with the
+    stage's history (genrec's protocol) and once with an empty history (RecBole's sequential
+    protocol, which ranks the user's own past items too).
+    """
+    import scipy.sparse as sp
+
+    from genrec.evaluation import evaluate
+    from genrec.runs import _scorer
+
+    split = run.split
+    targets, history = split.targets(stage), split.history(stage)
+    empty = sp.csr_matrix(history.shape, dtype=np.float32)
+    users = np.flatnonzero(np.diff(targets.indptr) > 0)
+    score = _scorer(run, stage)
+    chunk = max(1, min(512, (1 << 23) // history.shape[1]))  # one evaluate chunk per call
+    parts: dict[str, dict[str, list[np.ndarray]]] = {"masked": {}, "unmasked": {}}
+    score_s = 0.0
+    for lo in range(0, len(users), chunk):
+        u = users[lo:lo + chunk]
+        t = time.perf_counter()
+        s = score(u)
+        score_s += time.perf_counter() - t
+        for name, hist in (("masked", history), ("unmasked", empty)):
+            res = evaluate(lambda _u, s=s: s, hist, targets, ks=ks, users=u, batch_users=len(u))
+            for key, val in res.per_user.items():
+                if key.split("@")[0] in ("HR", "Recall", "NDCG", "MRR"):
+                    parts[name].setdefault(key, []).append(val)
+    per_user = {name: {k: np.concatenate(v) for k, v in d.items()} for name, d in parts.items()}
+    means = {name: {k: float(np.nanmean(v)) for k, v in d.items()} for name, d in per_user.items()}
+    return {"masked": means["masked"], "unmasked": means["unmasked"], "users": users,
+            "per_user": per_user, "score_seconds": score_s}
+
+
+def _build_model(cfg: Any, ds: Any) -> Any:
+    """The model as ``genrec.runs.train`` builds it: seeded, with content vectors when asked."""
+    import torch
+
+    from genrec import runs
+
+    item_repr, spec = runs._content_spec(cfg) if hasattr(runs, "_content_spec") else ("id", "")
+    vectors = runs.content_vectors(ds, spec) if item_repr != "id" else None
+    torch.manual_seed(cfg.train.seed)  # the initial weights
+    if vectors is None:
+        return runs._build_model(cfg, ds.n_items)
+    model = runs._build_model(cfg, ds.n_items, vectors[2]["dim"])
+    model.set_content(torch.from_numpy(vectors[0]), torch.from_numpy(vectors[1]))
+    return model
+
+
+def worker(spec_path: Path, out_path: Path) -> None:
+    """Train one config (spec: preset, sets, select, curve) and write a JSON summary."""
+    t_proc = time.time()
+    import torch
+
+    from genrec.config import to_dict
+    from genrec.data.batches import n_train_batches, train_batches
+    from genrec.data.prepare import load_dataset
+    from genrec.data.splits import make_split
+    from genrec.runs import Run, make_config
+    from genrec.training.trainer import fit
+
+    spec = json.loads(spec_path.read_text())
+    cfg = make_config(preset=_REPO / spec["preset"], sets=spec.get("sets", []))
+    if spec.get("select") == "unmasked":  # RecBole's selection: valid NDCG@10 without masking
+        cfg.train.metric = UNMASKED + cfg.train.metric
+    ks = tuple(cfg.eval.ks)
+    ds = load_dataset(cfg.data.name, cfg.data.filters())
+    split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
+    model = _build_model(cfg, ds)
+    run = Run(cfg, model, ds, split)
+    curve_path = Path(spec["curve"]) if spec.get("curve") else None
+    run_dir = Path(out_path).with_suffix(".run")  # trainer checkpoints: a cut-off job resumes
+    prev = json.loads(Path(out_path).read_text()) if spec.get("resume") else None
+    t_fit = time.time()
+    epoch = [prev["epochs_run"] if prev else 0]
+
+    def validate() -> dict[str, float]:
+        both = _evaluate_both(run, "valid", ks)
+        now = time.time()
+        if curve_path is not None:
+            with curve_path.open("a") as fh:
+                ru = resource.getrusage(resource.RUSAGE_SELF)
+                fh.write(json.dumps({"epoch": epoch[0], "valid": both["unmasked"]["NDCG@10"],
+                                     "valid_masked": both["masked"]["NDCG@10"],
+                                     "t_process": round(now - t_proc, 2),
+                                     "cpu": round(ru.ru_utime + ru.ru_stime, 2),
+                                     "t_fit": round(now - t_fit, 2)}) + "\n")
+        epoch[0] += 1
+        return {**both["masked"], **{UNMASKED + k: v for k, v in both["unmasked"].items()}}
+
+    max_len = model.config.max_len
+
+    def batches(epoch: int):
+        return train_batches(split, max_len, cfg.train.batch_size, cfg.train.seed, epoch)
+
+    steps = n_train_batches(split, cfg.train.batch_size)
+    if curve_path is not None:
+        start = {"event": "fit_start", "t_process": round(t_fit - t_proc, 2)}
+        with curve_path.open("a" if prev else "w") as fh:
+            fh.write(json.dumps({**start, "resumed": bool(prev)}) + "\n")
+    result = fit(model, cfg.train, batches, validate, run_dir=run_dir, steps_per_epoch=steps,
+                 resume=bool(prev))
+    fit_seconds = time.time() - t_fit
+
+    t = time.time()
+    test = _evaluate_both(run, "test", ks)
+    test_seconds = time.time() - t
+    counts = np.asarray(split.train_matrix().sum(axis=0)).ravel()
+    tgt = split.targets("test")[test["users"]]
+    np.savez(Path(out_path).with_suffix(".npz"), users=test["users"],
+             target=tgt.indices[tgt.indptr[:-1]], train_count=counts,
+             **{f"{m}_{k}": v for m, d in test["per_user"].items() for k, v in d.items()})
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    summary = result.summary()
+    best = next(h for h in result.history if h["epoch"] == result.best_epoch)
+    full = [h for h in result.history if h["steps"] == steps]
+    out = {
+        "label": spec["label"], "preset": spec["preset"], "sets": spec.get("sets", []),
+        "select": cfg.train.metric, "config": to_dict(cfg),
+        "n_users": split.n_users, "n_items": ds.n_items, "n_test_users": len(test["users"]),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+        "stop_reason": result.stop_reason, "sec_per_epoch": summary["sec_per_epoch"],
+        "seq_per_s": round(float(np.mean([h["seq_per_s"] for h in full])) if full else 0.0, 1),
+        "valid_seconds_mean": round(float(np.mean([h["valid_seconds"] for h in result.history
+                                                   if "valid_seconds" in h])), 2),
+        "valid_masked": {k: v for k, v in best["valid"].items() if not k.startswith(UNMASKED)},
+        "valid_unmasked": {k[len(UNMASKED):]: v for k, v in best["valid"].items()
+                           if k.startswith(UNMASKED)},
+        "test_masked": test["masked"], "test_unmasked": test["unmasked"],
+        "test_seconds": round(test_seconds, 2),
+        "score_ms_per_1k_users": round(1000 * test["score_seconds"] / len(test["users"]) * 1000, 1),
+        # a resumed job adds up its invocations (each one reloads data and the checkpoint)
+        "invocations": (prev["invocations"] if prev else 0) + 1,
+        "fit_seconds": round(fit_seconds + (prev["fit_seconds"] if prev else 0), 1),
+        "wall_seconds": round(time.time() - t_proc + (prev["wall_seconds"] if prev else 0), 1),
+        "cpu_seconds": round(ru.ru_utime + ru.ru_stime + (prev["cpu_seconds"] if prev else 0), 1),
+        "peak_rss_mb": round(max(ru.ru_maxrss / 1024, prev["peak_rss_mb"] if prev else 0), 1),
+        "threads": torch.get_num_threads(), "loadavg_end": os.getloadavg(),
+        "history": result.history,
+    }
+    Path(out_path).write_text(json.dumps(out, indent=1))
+
+
+# ---- driver ----------------------------------------------------------------------------------
+def _spawn(label: str, preset: str, sets: list[str], tag: str, select: str = "masked",
+           curve: Path | None = None, resume: bool = False) -> subprocess.Popen:
+    OUT_DIR.mkdir(parents=True, exist_ok=True)
+    spec = OUT_DIR / f"{tag}.spec.json"
+    curve = curve or OUT_DIR / f"{tag}.curve.jsonl"  # per-epoch progress of every job
+    spec.write_text(json.dumps({"label": label, "preset": preset, "sets": sets, "select": select,
+                                "curve": str(curve), "resume": resume}))
+    out = OUT_DIR / f"{tag}.json"
+    if not resume:
+        out.unlink(missing_ok=True)
+        shutil.rmtree(out.with_suffix(".run"), ignore_errors=True)
+    log = (OUT_DIR / f"{tag}.log").open("w")
+    return subprocess.Popen([sys.executable, __file__, "--worker", str(spec), str(out)],
+                            stdout=log, stderr=subprocess.STDOUT, cwd=_REPO)
+
+
+REUSE = False  # --reuse: take a job's result JSON from an earlier invocation when it exists
+
+
+def _run(label: str, preset: str, sets: list[str], tag: str, reuse: bool = False,
+         **kw: Any) -> dict[str, Any]:
+    done = OUT_DIR / f"{tag}.json"
+    if (REUSE or reuse) and done.is_file():
+        prev = json.loads(done.read_text())
+        if (prev["preset"], prev["sets"]) == (preset, sets):
+            return prev
+    proc = _spawn(label, preset, sets, tag, **kw)
+    if proc.wait() != 0:
+        raise RuntimeError(f"worker {tag} failed; see {OUT_DIR / (tag + '.log')}")
+    return json.loads((OUT_DIR / f"{tag}.json").read_text())
+
+
+PARALLEL = 1  # --parallel: jobs of one section that train at the same time (one thread each)
+RESUME = False  # --resume: continue jobs that stopped on their time budget, from their checkpoint
+
+
+def _run_all(jobs: list[tuple[str, str, list[str], str]]) -> list[dict[str, Any]]:
+    """Run the jobs, at most PARALLEL at a time; results in job order."""
+    results: dict[str, dict[str, Any]] = {}
+    running: list[tuple[str, subprocess.Popen]] = []
+    for label, preset, sets, tag in jobs:
+        done = OUT_DIR / f"{tag}.json"
+        prev = json.loads(done.read_text()) if done.is_file() else None
+        same = prev is not None and (prev["preset"], prev["sets"]) == (preset, sets)
+        resume = RESUME and same and prev["stop_reason"] == "time_budget"
+        if REUSE and same and not resume:
+            results[tag] = prev
+            continue
+        while len(running) >= PARALLEL:
+            running = _reap(running, results)
+        print(f"[{tag}] {'resume' if resume else 'start'} ({_load()})", flush=True)
+        running.append((tag, _spawn(label, preset, sets, tag, resume=resume)))
+    while running:
+        running = _reap(running, results)
+    return [results[tag] for *_, tag in jobs]
+
+
+def _reap(running: list[tuple[str, subprocess.Popen]], results: dict[str, dict[str, Any]]
+          ) -> list[tuple[str, subprocess.Popen]]:
+    time.sleep(5)
+    still = []
+    for tag, proc in running:
+        if proc.poll() is None:
+            still.append((tag, proc))
+        elif proc.returncode != 0:
+            raise RuntimeError(f"worker {tag} failed; see {OUT_DIR / (tag + '.log')}")
+        else:
+            results[tag] = json.loads((OUT_DIR / f"{tag}.json").read_text())
+            print(f"[{tag}] done ({_load()})", flush=True)
+    return still
+
+
+def _fmt(m: dict[str, float]) -> str:
+    return " / ".join(f"{m[k]:.4f}" for k in ("Recall@5", "NDCG@5", "Recall@10", "NDCG@10"))
+
+
+def _load() -> str:
+    return "load avg %.1f/%.1f/%.1f" % os.getloadavg()
+
+
+def _verdict(section: str, r: dict[str, Any], best_seq: bool) -> str:
+    """Which published / baseline targets this row passes (masked test R@10 / N@10)."""
+    if section not in TARGETS:
+        return "–"
+    rec, ndcg = r["test_masked"]["Recall@10"], r["test_masked"]["NDCG@10"]
+    names = [n for n in TARGETS[section] if n != "EASE masked" or best_seq]
+    return "; ".join(f"{'≥' if rec >= t[0] and ndcg >= t[1] else 'MISSES'} {n} {t[0]}/{t[1]}"
+                     for n, t in ((n, TARGETS[section][n]) for n in names))
+
+
+def section_p1(section: str, record_rows: bool) -> list[dict[str, Any]]:
+    from _record import record
+
+    results = _run_all([(label, preset, sets, f"{section}_{label}")
+                        for label, preset, sets in JOBS[section]])
+    hstu = [r for r in results if r["label"].startswith("hstu")]
+    chosen = max(hstu, key=lambda r: r["valid_masked"]["NDCG@10"])["label"] if hstu else None
+    best_seq = max(results, key=lambda r: r["valid_masked"]["NDCG@10"])["label"]
+    for r in results:
+        p = r["config"]["params"]
+        model = (f"{r['config']['model']} loss={p.get('loss')} T={p.get('temperature', 1.0)} "
+                 f"d={p.get('dim')} L={p.get('max_len')} layers={p.get('n_layers')}")
+        note = []
+        if r["label"] == chosen:
+            note.append("HSTU picked on valid")
+        if r["label"] == best_seq:
+            note.append("best sequential on valid")
+        row = {
+            "dataset": DATASET[section], "protocol": P1,
+            "model": model + (f" ({', '.join(note)})" if note else ""),
+            "metrics": f"masked {_fmt(r['test_masked'])}",
+            "unmasked R@5/N@5/R@10/N@10": _fmt(r["test_unmasked"]),
+            "valid N@10 masked/unmasked": f"{r['valid_masked']['NDCG@10']:.4f} / "
+                                          f"{r['valid_unmasked']['NDCG@10']:.4f}",
+            "epochs (best)": f"{r['epochs_run']} ({r['best_epoch']}) {r['stop_reason']}",
+            "s/epoch": r["sec_per_epoch"],
+            "wall time": f"{r['wall_seconds']:.0f} s",
+            "CPU time": f"{r['cpu_seconds']:.0f} s",
+            "peak memory": f"{r['peak_rss_mb']:.0f} MB RSS",
+            "targets (masked test R@10/N@10)": _verdict(section, r, r["label"] == best_seq),
+            "machine_note": f"threads={r['threads']}, {_load()}",
+        }
+        row["machine"] = f"{_machine()}, {row.pop('machine_note')}"
+        row["command"] = f".venv/bin/python benchmarks/bench_sequential.py --only {section}"
+        if record_rows:
+            record(TABLE_P1, row, _REPO / "BENCHMARKS.md")
+            if section == "beauty":
+                record(TABLE_SPEED, {
+                    "dataset": DATASET[section], "protocol": P1, "model": model,
+                    "metrics": f"train {r['seq_per_s']:.0f} sequences/s (length ≤ "
+                               f"{p.get('max_len')}, batch {r['config']['train']['batch_size']}); "
+                               f"scoring {r['score_ms_per_1k_users']:.0f} ms per 1k users "
+                               f"(full ranking over {r['n_items']} items, model forward only); "
+                               f"test pass incl. ranking masked+unmasked {r['test_seconds']:.1f} s "
+                               f"for {r['n_test_users']} users",
+                    "wall time": f"{r['sec_per_epoch']} s/epoch",
+                    "peak memory": f"{r['peak_rss_mb']:.0f} MB RSS",
+                    "machine": row["machine"], "command": row["command"]},
+                    _REPO / "BENCHMARKS.md")
+    return results
+
+
+def _machine() -> str:
+    from _record import machine
+
+    return machine()
+
+
+def section_speed(record_rows: bool, n_batches: int = 30, n_users: int = 2048) -> list[dict]:
+    """Training sequences/s and full-ranking scoring time per 1k users on Beauty, one thread.
+
+    Wall AND CPU time (getrusage user+sys of this process) are reported: on a shared machine the
+    wall numbers move with the load, the CPU ones much less. Each model trains ``n_batches``
+    batches after 3 warm-up batches, then scores the test inputs of ``n_users`` users."""
+    import torch
+
+    from _record import record
+    from genrec.data.batches import train_batches
+    from genrec.data.prepare import load_dataset
+    from genrec.data.splits import make_split
+    from genrec.runs import Run, _scorer, make_config
+
+    torch.set_num_threads(1)
+    rows = []
+    for label, preset, sets in JOBS["beauty"]:
+        cfg = make_config(preset=_REPO / preset, sets=sets)
+        ds = load_dataset(cfg.data.name, cfg.data.filters())
+        split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed,
+                           cfg.data.valid_ratio)
+        model = _build_model(cfg, ds)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+        batches = train_batches(split, model.config.max_len, cfg.train.batch_size, 0, 0)
+        model.train()
+        seqs, marks = 0, {}
+        for i, batch in enumerate(batches):
+            if i == 3:
+                marks["t"], marks["cpu"] = time.perf_counter(), _cpu()
+            if i == 3 + n_batches:
+                break
+            loss = model.loss(batch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seqs += len(batch) if i >= 3 else 0
+        train_wall, train_cpu = time.perf_counter() - marks["t"], _cpu() - marks["cpu"]
+        score = _scorer(Run(cfg, model, ds, split), "test")
+        users = np.arange(min(n_users, split.n_users))
+        t, c = time.perf_counter(), _cpu()
+        for lo in range(0, len(users), 512):
+            score(users[lo:lo + 512])
+        score_wall, score_cpu = time.perf_counter() - t, _cpu() - c
+        r = {"label": label, "seq_per_s": seqs / train_wall, "seq_per_cpu_s": seqs / train_cpu,
+             "score_ms_1k": 1e6 * score_wall / len(users),
+             "score_cpu_ms_1k": 1e6 * score_cpu / len(users)}
+        rows.append(r)
+        print(f"[speed] {json.dumps(r)} ({_load()})", flush=True)
+        p = cfg.params
+        if record_rows:
+            record(TABLE_SPEED, {
+                "dataset": "amazon-beauty", "protocol": "train step / full-ranking scores",
+                "model": f"{cfg.model} loss={p.get('loss')} d={p.get('dim')} L={p.get('max_len')}",
+                "metrics": f"train {r['seq_per_s']:.0f} sequences/s wall, "
+                           f"{r['seq_per_cpu_s']:.0f} per CPU-second ({n_batches} batches of "
+                           f"{cfg.train.batch_size}, loss + backward + AdamW); scoring "
+                           f"{r['score_ms_1k']:.0f} ms wall / {r['score_cpu_ms_1k']:.0f} ms CPU "
+                           f"per 1k users (forward + scores over {ds.n_items} items, no ranking)",
+                "wall time": f"{train_wall + score_wall:.1f} s",
+                "peak memory": "–",
+                "machine": f"{_machine()}, 1 torch thread, {_load()}",
+                "command": ".venv/bin/python benchmarks/bench_sequential.py --only speed"},
+                _REPO / "BENCHMARKS.md")
+    return rows
+
+
+def _cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+# ---- peer: time-to-quality against RecBole -------------------------------------------------------
+RECBOLE_WRAPPER = '''
+import json, os, resource, sys, time
+T0 = time.time()
+os.environ.setdefault("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+sys.path.insert(0, os.path.dirname(os.environ["PEER_HARNESS"]))
+import recbole.trainer.trainer as rbt
+import run_recbole
+out, state = os.environ["CURVE_OUT"], {"fit": None, "epoch": 0}
+orig_es, orig_fit = rbt.early_stopping, rbt.Trainer.fit
+def es(value, best, cur_step, max_step, bigger=True):  # called once per validation
+    now = time.time()
+    with open(out, "a") as f:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        f.write(json.dumps({"epoch": state["epoch"], "valid": float(value),
+                            "t_process": round(now - T0, 2),
+                            "cpu": round(ru.ru_utime + ru.ru_stime, 2),
+                            "t_fit": round(now - state["fit"], 2) if state["fit"] else None})
+                + "\\n")
+    state["epoch"] += 1
+    return orig_es(value, best, cur_step, max_step, bigger)
+def fit(self, *a, **k):
+    state["fit"] = time.time()
+    with open(out, "a") as f:
+        f.write(json.dumps({"event": "fit_start", "t_process": round(state["fit"] - T0, 2)})
+                + "\\n")
+    return orig_fit(self, *a, **k)
+rbt.early_stopping, rbt.Trainer.fit = es, fit
+run_recbole.main()
+'''
+
+
+PEER_BUDGET_MIN = 50.0  # train + valid minutes for each side of the time-to-quality run
+
+
+def _start_recbole(peer_dir: Path, budget_min: float) -> subprocess.Popen:
+    """RecBole's SASRec through run_recbole.py, wrapped to log (time, valid NDCG@10) per epoch.
+
+    The wrapper (written into ``peer_dir``, outside the repo's tree of sources) patches
+    ``recbole.trainer.trainer.early_stopping`` before run_recbole.main() wraps it for its budget,
+    so run_recbole itself runs unchanged."""
+    from peer import peer_paths
+
+    paths = peer_paths()
+    peer_dir.mkdir(parents=True, exist_ok=True)
+    (peer_dir / "run_recbole_curve.py").write_text(RECBOLE_WRAPPER)
+    for name in ("curve.jsonl", "result.jsonl"):
+        (peer_dir / name).unlink(missing_ok=True)
+    env = {**os.environ, "PEER_DATA": str(paths["data"]), "PEER_THREADS": "1",
+           "PEER_HARNESS": str(paths["harness"]), "PEER_WORK": str(peer_dir / "work"),
+           "CURVE_OUT": str(peer_dir / "curve.jsonl")}
+    cmd = [str(paths["python"]), str(peer_dir / "run_recbole_curve.py"), "SASRec", "amazon-beauty",
+           "--max-len", "50", "--budget-min", str(budget_min),
+           "--out", str(peer_dir / "result.jsonl")]
+    return subprocess.Popen(cmd, env=env, stdout=(peer_dir / "recbole.out").open("w"),
+                            stderr=(peer_dir / "recbole.err").open("w"))
+
+
+def _curve(path: Path) -> list[dict[str, Any]]:
+    return [r for r in map(json.loads, path.read_text().splitlines()) if "valid" in r]
+
+
+def section_peer(peer_dir: Path | None, record_rows: bool) -> dict[str, Any]:
+    from _record import record
+
+    started = peer_dir is None
+    peer_dir = peer_dir or Path(tempfile.mkdtemp(prefix="recbole_ttq_"))
+    proc = _start_recbole(peer_dir, PEER_BUDGET_MIN) if started else None
+    curve = OUT_DIR / "peer_genrec_curve.jsonl"
+    print(f"[peer] genrec SASRec side by side with RecBole in {peer_dir} ({_load()})", flush=True)
+    # the same wall-clock budget as RecBole's, so that genrec is not cut off before RecBole's best
+    g = _run("sasrec-ce-ttq", "configs/sasrec_beauty_p1.toml",
+             [f"train.max_minutes={PEER_BUDGET_MIN}"], "peer_genrec", select="unmasked",
+             curve=curve)
+    if proc is not None:
+        proc.wait()
+    while not (peer_dir / "result.jsonl").is_file():  # a reused run may still be going
+        time.sleep(30)
+    rb = json.loads((peer_dir / "result.jsonl").read_text().splitlines()[-1])
+    summary, row = peer_row(rb, _curve(peer_dir / "curve.jsonl"), g, _curve(curve))
+    (OUT_DIR / "peer_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    if record_rows:
+        record(TABLE_PEER, row, _REPO / "BENCHMARKS.md")
+    print(json.dumps({k: v for k, v in summary.items() if "curve" not in k and k not in
+                      ("recbole", "genrec")}, indent=1))
+    return summary
+
+
+def peer_row(rb: dict[str, Any], rb_curve: list[dict[str, Any]], g: dict[str, Any],
+             g_curve: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(summary, BENCHMARKS row): RecBole's best valid and when genrec first reached it.
+
+    Curve rows: {"epoch", "valid" (unmasked NDCG@10), "t_fit", "t_process"[, "cpu"]}. RecBole
+    rounds its metrics to 4 decimals, so genrec's value is compared with the rounded one."""
+    top = max(r["valid"] for r in rb_curve)
+    best = [r for r in rb_curve if r["valid"] == top][-1]  # RecBole: ties go to the later epoch
+    reach = next((r for r in g_curve if r["valid"] >= best["valid"]), None)
+    summary = {"recbole_best": best, "genrec_reach": reach,
+               "genrec_best_valid_unmasked": g["valid_unmasked"]["NDCG@10"],
+               "recbole": rb, "recbole_curve": rb_curve, "genrec_curve": g_curve, "genrec": g}
+
+    def times(r: dict[str, Any]) -> str:
+        cpu = f", {r['cpu']:.0f} s CPU" if r.get("cpu") is not None else ""
+        return f"{r['t_fit']:.0f} s fit ({r['t_process']:.0f} s process{cpu})"
+
+    ratios = []
+    if reach:
+        ratios = [f"{reach['t_fit'] / best['t_fit']:.2f}× wall (fit)",
+                  f"{reach['t_process'] / best['t_process']:.2f}× wall (process)"]
+        if reach.get("cpu") and best.get("cpu"):
+            ratios.append(f"{reach['cpu'] / best['cpu']:.2f}× CPU")
+    curve_txt = lambda c: ", ".join(f"{r['valid']:.4f}@{r['t_fit']:.0f}s" for r in c)  # noqa: E731
+    row = {
+        "dataset": "amazon-beauty",
+        "protocol": f"{P1}; valid AND test with history NOT masked (RecBole's sequential protocol)",
+        "metrics": (
+            f"RecBole best valid N@10 {best['valid']:.4f} (epoch {best['epoch']}) after "
+            f"{times(best)}; genrec first ≥ that "
+            + (f"at epoch {reach['epoch']} after {times(reach)}" if reach else "never")
+            + f"; genrec/RecBole {', '.join(ratios) or 'not reached'} (target ≤ 0.1×). "
+            f"Test N@10 unmasked: RecBole {rb['metrics']['ndcg@10']:.4f}, genrec "
+            f"{g['test_unmasked']['NDCG@10']:.4f} (genrec masked "
+            f"{g['test_masked']['NDCG@10']:.4f}); "
+            f"HR@10 unmasked: RecBole {rb['metrics']['hit@10']:.4f}, genrec "
+            f"{g['test_unmasked']['HR@10']:.4f} (masked {g['test_masked']['HR@10']:.4f})"),
+        "runs": (f"RecBole {rb['epochs']} epochs (best {rb['best_epoch']}, {rb['stop_reason']}, "
+                 f"{rb['sec_per_epoch_train']} s/epoch train, {rb['n_train_samples']} prefix "
+                 f"samples/epoch); genrec {g['epochs_run']} epochs (best {g['best_epoch']}, "
+                 f"{g['stop_reason']}, {g['sec_per_epoch']} s/epoch, one sequence per user, "
+                 f"selected on unmasked valid N@10). Valid N@10@fit-seconds: RecBole "
+                 f"{curve_txt(rb_curve)}; genrec {curve_txt(g_curve)}"),
+        "wall time": f"RecBole {rb['total_seconds']:.0f} s, genrec {g['wall_seconds']:.0f} s",
+        "CPU time": f"genrec {g['cpu_seconds']:.0f} s",
+        "peak memory": f"RecBole {rb['peak_rss_mb']:.0f} MB, genrec {g['peak_rss_mb']:.0f} MB RSS",
+        "machine": f"{_machine()}, 1 torch thread each, started together, {_load()}",
+        "command": ".venv/bin/python benchmarks/bench_sequential.py --only peer",
+    }
+    return summary, row
+
+
+# ---- ablation: item_repr id / content / gated ----------------------------------------------------
+def _cold_tail(r: dict[str, Any], tag: str, share: float = 0.2) -> dict[str, float]:
+    """Masked test metrics over users whose target is among the ``share`` least-trained items."""
+    z = np.load(OUT_DIR / f"{tag}.npz")
+    counts = z["train_count"][1:]
+    cut = np.quantile(counts, share)
+    cold = z["train_count"][z["target"]] <= cut
+    return {"users": int(cold.sum()), "cut": float(cut),
+            "item_share": float((counts <= cut).mean()),
+            **{k: float(z[f"masked_{k}"][cold].mean()) for k in ("Recall@10", "NDCG@10")}}
+
+
+CONTENT = "minilm"  # item_vectors name (genrec embed items --data D --encoder minilm --name minilm)
+CONTENT_FIELDS = {"beauty": "title,categories", "ml100k": "title,genres"}
+
+
+def _ensure_vectors(dataset: str, fields: str) -> float | None:
+    """Encode the items with MiniLM unless ``item_vectors/minilm.parquet`` exists; seconds taken."""
+    from genrec.data.prepare import load_dataset
+    from genrec.features.store import vectors_dir
+
+    if (vectors_dir(load_dataset(dataset)) / f"{CONTENT}.parquet").is_file():
+        return None
+    t = time.perf_counter()
+    cli = Path(sys.executable).parent / "genrec"
+    subprocess.run([str(cli), "embed", "items", "--data", dataset, "--encoder", "minilm",
+                    "--name", CONTENT, "--fields", fields, "--threads", "2"], check=True, cwd=_REPO)
+    return time.perf_counter() - t
+
+
+def section_ablation(record_rows: bool) -> list[dict[str, Any]]:
+    from _record import record
+
+    src = (_REPO / "src/genrec/models/sasrec.py").read_text()
+    if "gated" not in src:
+        print("[ablation] sasrec has no item_repr content/gated yet: not run", flush=True)
+        return []
+    rows = []
+    for section, preset in (("beauty", "configs/sasrec_beauty_p1.toml"),
+                            ("ml100k", "configs/sasrec_ml100k_p1.toml")):
+        embed_seconds = _ensure_vectors(DATASET[section], CONTENT_FIELDS[section])
+        for repr_ in ("id", "content", "gated"):
+            print(f"[ablation] {section} {repr_} ({_load()})", flush=True)
+            if repr_ == "id":  # the P1 run of the same preset, when this script already has it
+                tag = f"{section}_sasrec-ce"
+                r = _run("sasrec-ce", preset, [], tag, reuse=True)
+            else:
+                tag = f"ablation_{section}_{repr_}"
+                sets = [f"params.item_repr={repr_}", f"params.content={CONTENT}"]
+                r = _run(f"sasrec-{repr_}", preset, sets, tag)
+            cold = _cold_tail(r, tag)
+            rows.append(r)
+            if record_rows:
+                record(TABLE_ABLATION, {
+                    "dataset": DATASET[section], "protocol": P1,
+                    "model": f"sasrec item_repr={repr_}",
+                    "content": "–" if repr_ == "id" else
+                               f"{CONTENT} (all-MiniLM-L6-v2) of {CONTENT_FIELDS[section]}"
+                               + (f", encoded in {embed_seconds:.0f} s" if embed_seconds else ""),
+                    "metrics": f"masked {_fmt(r['test_masked'])}; cold tail (target among the 20% "
+                               f"least-trained items: ≤ {cold['cut']:.0f} train interactions, "
+                               f"{100 * cold['item_share']:.0f}% of items, "
+                               f"{cold['users']} users) R@10 {cold['Recall@10']:.4f} / "
+                               f"N@10 {cold['NDCG@10']:.4f}",
+                    "epochs (best)": f"{r['epochs_run']} ({r['best_epoch']}) {r['stop_reason']}",
+                    "wall time": f"{r['wall_seconds']:.0f} s",
+                    "peak memory": f"{r['peak_rss_mb']:.0f} MB RSS",
+                    "machine": f"{_machine()}, {_load()}",
+                    "command": ".venv/bin/python benchmarks/bench_sequential.py --only ablation"},
+                    _REPO / "BENCHMARKS.md")
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default=",".join(SECTIONS),
+                    help=f"comma-separated sections: {', '.join(SECTIONS)}")
+    ap.add_argument("--peer-dir", type=Path, default=None,
+                    help="reuse a RecBole run (curve.jsonl, result.jsonl) instead of starting one")
+    ap.add_argument("--no-record", action="store_true", help="print, do not touch BENCHMARKS.md")
+    ap.add_argument("--reuse", action="store_true",
+                    help="record from benchmarks/out/sequential/<job>.json of an earlier run "
+                         "instead of training again (same preset and overrides only)")
+    ap.add_argument("--resume", action="store_true",
+                    help="continue jobs that stopped on train.max_minutes from their checkpoint "
+                         "(the budget restarts), reuse the finished ones")
+    ap.add_argument("--parallel", type=int, default=1,
+                    help="train up to this many jobs of a section at once (one thread each)")
+    ap.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.worker:
+        worker(*a.worker)
+        return
+    only = [s.strip() for s in a.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        ap.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    for env in ("GENREC_DATA", "GENREC_HOME"):
+        if not os.environ.get(env):
+            print(f"warning: {env} is not set", file=sys.stderr)
+    global REUSE, PARALLEL, RESUME
+    REUSE, PARALLEL, RESUME = a.reuse, a.parallel, a.resume
+    record_rows = not a.no_record
+    for section in only:
+        if section in JOBS:
+            section_p1(section, record_rows)
+        elif section == "speed":
+            section_speed(record_rows)
+        elif section == "peer":
+            section_peer(a.peer_dir, record_rows)
+        elif section == "ablation":
+            section_ablation(record_rows)
+
+
+if __name__ == "__main__":
+    main()
