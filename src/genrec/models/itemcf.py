@@ -110,11 +110,16 @@ class ItemCF:
         return self
 
     def score(self, users: np.ndarray, history: sp.spmatrix) -> np.ndarray:
-        """(B, n_items+1) float32 = history rows @ S; column 0 is -inf."""
+        """(B, n_items+1) float32 = history rows @ S^T; column 0 is -inf.
+
+        Row j of S keeps candidate j's top-k neighbours, so a candidate is scored only by the
+        history items among ITS neighbours (RecBole ItemKNN); ``history @ S`` would instead let
+        each history item vote for its own top-k.
+        """
         if self.sim is None:
             raise RuntimeError("ItemCF has no similarities yet: call fit() or load_state_dict()")
         h = _checked(history[users], self.config.n_items, "history matrix")
-        out = (h @ self.sim).toarray()
+        out = (h @ self.sim.T).toarray()
         out[:, 0] = -np.inf
         return out
 
