@@ -24,6 +24,8 @@ import numpy as np
 import scipy.linalg.lapack
 import scipy.sparse as sp
 
+from genrec.models._sparse import binary_matrix
+
 __all__ = ["EASEConfig", "EASE", "MAX_ITEMS"]
 
 MAX_ITEMS = 50_000
@@ -52,22 +54,6 @@ class EASEConfig:
                 f"a dense {self.n_items:,} x {self.n_items:,} matrix and would need about "
                 f"{gb:.0f} GB of memory; use itemcf (sparse top-k neighbours) for large "
                 f"catalogues, or shrink the catalogue with a k-core filter")
-
-
-def _checked(matrix: sp.spmatrix, n_items: int, what: str) -> sp.csr_matrix:
-    """Binary float32 CSR copy of ``matrix``, which must be (users, n_items+1) with PAD empty."""
-    m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    if m.shape[1] != n_items + 1:
-        raise ValueError(f"{what} has {m.shape[1]} columns but n_items={n_items}: matrices must "
-                         f"be users x (n_items + 1) with column 0 = PAD; build them with "
-                         f"Split.train_matrix() / Split.history()")
-    m.sum_duplicates()
-    m.eliminate_zeros()
-    if (m.indices == 0).any():
-        raise ValueError(f"{what} has interactions in column 0, which is PAD; item indices "
-                         f"start at 1 (shift 0-based item ids by one)")
-    m.data[:] = 1.0  # implicit feedback: a user counts once per item, whatever the rating
-    return m
 
 
 def _inverse_in_place(g: np.ndarray, block: int = 2048) -> np.ndarray:
@@ -103,7 +89,7 @@ class EASE:
         if c.n_items == 0:
             c.n_items = train.shape[1] - 1
             c.validate()
-        x = _checked(train, c.n_items, "train matrix")[:, 1:]  # (users, N): drop empty PAD
+        x = binary_matrix(train, c.n_items, "train matrix")[:, 1:]  # (users, N): drop empty PAD
         # LAPACK works in place only on a Fortran-ordered array of its own dtype
         g = (x.T @ x).astype(c.dtype).toarray(order="F")  # (N, N)
         g[np.diag_indices_from(g)] += c.l2
@@ -118,7 +104,7 @@ class EASE:
         """(B, n_items+1) float32 = history rows @ B; column 0 is -inf."""
         if self.weights is None:
             raise RuntimeError("EASE has no weights yet: call fit() or load_state_dict()")
-        h = _checked(history[users], self.config.n_items, "history matrix")[:, 1:]  # (B, N)
+        h = binary_matrix(history[users], self.config.n_items, "history matrix")[:, 1:]  # (B, N)
         out = np.empty((h.shape[0], self.config.n_items + 1), dtype=np.float32)
         out[:, 0] = -np.inf
         out[:, 1:] = h @ self.weights

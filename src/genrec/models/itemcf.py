@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from genrec.models._sparse import binary_matrix
+
 __all__ = ["ItemCFConfig", "ItemCF"]
 
 
@@ -40,22 +42,6 @@ class ItemCFConfig:
                              f"got {self}")
         if not 0.0 <= self.alpha <= 1.0:
             raise ValueError(f"itemcf: alpha must be in [0, 1] (0.5 = cosine), got {self.alpha}")
-
-
-def _checked(matrix: sp.spmatrix, n_items: int, what: str) -> sp.csr_matrix:
-    """Binary float32 CSR copy of ``matrix``, which must be (users, n_items+1) with PAD empty."""
-    m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    if m.shape[1] != n_items + 1:
-        raise ValueError(f"{what} has {m.shape[1]} columns but n_items={n_items}: matrices must "
-                         f"be users x (n_items + 1) with column 0 = PAD; build them with "
-                         f"Split.train_matrix() / Split.history()")
-    m.sum_duplicates()
-    m.eliminate_zeros()
-    if (m.indices == 0).any():
-        raise ValueError(f"{what} has interactions in column 0, which is PAD; item indices "
-                         f"start at 1 (shift 0-based item ids by one)")
-    m.data[:] = 1.0  # implicit feedback: a user counts once per item, whatever the rating
-    return m
 
 
 def top_k_mask(sim: np.ndarray, k: int) -> np.ndarray:
@@ -105,7 +91,7 @@ class ItemCF:
         c = self.config
         if c.n_items == 0:
             c.n_items = train.shape[1] - 1
-        x = _checked(train, c.n_items, "train matrix")
+        x = binary_matrix(train, c.n_items, "train matrix")
         self.sim = item_similarity(x, c.k, c.shrink, c.alpha, c.block_items)
         return self
 
@@ -118,7 +104,7 @@ class ItemCF:
         """
         if self.sim is None:
             raise RuntimeError("ItemCF has no similarities yet: call fit() or load_state_dict()")
-        h = _checked(history[users], self.config.n_items, "history matrix")
+        h = binary_matrix(history[users], self.config.n_items, "history matrix")
         out = (h @ self.sim.T).toarray()
         out[:, 0] = -np.inf
         return out

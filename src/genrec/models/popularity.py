@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from genrec.models._sparse import binary_matrix
+
 __all__ = ["PopularityConfig", "Popularity"]
 
 
@@ -31,22 +33,6 @@ class PopularityConfig:
             raise ValueError(f"popularity: n_items must be >= 0, got {self.n_items}")
 
 
-def _checked(matrix: sp.spmatrix, n_items: int, what: str) -> sp.csr_matrix:
-    """Binary float32 CSR copy of ``matrix``, which must be (users, n_items+1) with PAD empty."""
-    m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
-    if m.shape[1] != n_items + 1:
-        raise ValueError(f"{what} has {m.shape[1]} columns but n_items={n_items}: matrices must "
-                         f"be users x (n_items + 1) with column 0 = PAD; build them with "
-                         f"Split.train_matrix() / Split.history()")
-    m.sum_duplicates()
-    m.eliminate_zeros()
-    if (m.indices == 0).any():
-        raise ValueError(f"{what} has interactions in column 0, which is PAD; item indices "
-                         f"start at 1 (shift 0-based item ids by one)")
-    m.data[:] = 1.0  # implicit feedback: a user counts once per item, whatever the rating
-    return m
-
-
 class Popularity:
     def __init__(self, config: PopularityConfig) -> None:
         config.validate()
@@ -56,7 +42,7 @@ class Popularity:
     def fit(self, train: sp.spmatrix) -> "Popularity":
         if self.config.n_items == 0:
             self.config.n_items = train.shape[1] - 1
-        x = _checked(train, self.config.n_items, "train matrix")
+        x = binary_matrix(train, self.config.n_items, "train matrix")
         self.counts = np.asarray(x.sum(axis=0), dtype=np.float32).ravel()
         return self
 
@@ -64,7 +50,7 @@ class Popularity:
         """(B, n_items+1) float32: the same item counts for every user; column 0 is -inf."""
         if self.counts is None:
             raise RuntimeError("Popularity has no counts yet: call fit() or load_state_dict()")
-        _checked(history[users], self.config.n_items, "history matrix")
+        binary_matrix(history[users], self.config.n_items, "history matrix")
         out = np.tile(self.counts, (len(users), 1))
         out[:, 0] = -np.inf
         return out

@@ -1,0 +1,24 @@
+"""Knob-free input checks shared by the models that read user x item matrices."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["binary_matrix"]
+
+
+def binary_matrix(matrix: sp.spmatrix, n_items: int, what: str) -> sp.csr_matrix:
+    """Binary float32 CSR copy of ``matrix``, which must be (users, n_items+1) with PAD empty."""
+    m = sp.csr_matrix(matrix, dtype=np.float32, copy=True)
+    if m.shape[1] != n_items + 1:
+        raise ValueError(f"{what} has {m.shape[1]} columns but n_items={n_items}: matrices must "
+                         f"be users x (n_items + 1) with column 0 = PAD; build them with "
+                         f"Split.train_matrix() / Split.history()")
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    if (m.indices == 0).any():
+        raise ValueError(f"{what} has interactions in column 0, which is PAD; item indices "
+                         f"start at 1 (shift 0-based item ids by one)")
+    m.data[:] = 1.0  # implicit feedback: a user counts once per item, whatever the rating
+    return m
