@@ -257,3 +257,15 @@ def test_ml100k_itemcf_and_ease_beat_popularity(shared_data) -> None:
     print(f"ml-100k random 80/20 HR@10 {hr} fit seconds {secs}")
     assert 0.3 < hr["popularity"] < hr["itemcf"] and hr["popularity"] < hr["ease"]
     assert hr["ease"] > hr["popularity"] + 0.05
+
+
+def test_itemcf_scores_a_candidate_by_its_own_neighbours():
+    # users: {1,2} {1,2} {1,3} {3}; cosine: s(1,2)=2/sqrt(6), s(1,3)=1/sqrt(6), s(2,3)=0.
+    # k=1 keeps 1->2, 2->1, 3->1. History {3}: candidate 1's only neighbour is 2, so 1 gets 0
+    # (RecBole ItemKNN); letting item 3 vote for its own neighbour 1 would give 1/sqrt(6).
+    x = sp.csr_matrix(np.array([[0, 1, 1, 0], [0, 1, 1, 0], [0, 1, 0, 1], [0, 0, 0, 1]], dtype=np.float32))
+    model = ItemCF(ItemCFConfig(n_items=3, k=1)).fit(x)
+    hist = sp.csr_matrix(np.array([[0, 0, 0, 1], [0, 0, 1, 0]], dtype=np.float32))
+    scores = model.score(np.array([0, 1]), hist)
+    assert scores[0, 1] == 0.0 and scores[0, 2] == 0.0
+    assert scores[1, 1] == pytest.approx(2 / np.sqrt(6), rel=1e-5) and scores[1, 3] == 0.0
