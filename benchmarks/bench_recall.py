@@ -135,13 +135,17 @@ def work(spec: dict) -> dict:
     cfg.validate()
     c0, t0 = _cpu(), time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        run = runs.train(cfg, Path(spec.get("run_dir") or Path(tmp) / "run"))
+        run_dir = Path(spec.get("run_dir") or Path(tmp) / "run")
+        run = runs.train(cfg, run_dir)
+        log = run_dir / "train_log.jsonl"  # steps per epoch: the time budget cuts the last one
+        steps = [json.loads(ln)["steps"] for ln in log.read_text().splitlines()] if log.is_file() \
+            else []
     info = run.info
     return {"metrics": info["metrics"]["test"], "valid": info["metrics"].get("valid", {}),
             "train": info.get("train", {}), "fit_s": info["fit_seconds"],
             "eval_s": info["eval_seconds"], "cpu_s": _cpu() - c0, "eval_cpu_s": spent["eval_cpu"],
             "wall_s": time.perf_counter() - t0, "cold_start": info.get("cold_start"),
-            "n_eval_users": info["n_eval_users"], "split": info["split"],
+            "n_eval_users": info["n_eval_users"], "split": info["split"], "steps": steps,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -196,11 +200,15 @@ def _f(x: float) -> str:
 
 
 def _epochs(r: dict) -> str:
-    t = r["train"]
+    """"best / run (why it stopped)", or without validation the epochs trained, a last epoch
+    cut short by the time budget counted by its share of steps."""
+    t, steps = r["train"], r.get("steps") or []
     if not t:
         return "–"
-    best = t["best_epoch"] + 1 if t["best_metric"] == t["best_metric"] else t["epochs_run"]
-    return f"{best} / {t['epochs_run']} ({t['stop_reason']})"
+    if t["best_metric"] == t["best_metric"]:  # not NaN: selected on validation
+        return f"{t['best_epoch'] + 1} / {t['epochs_run']} ({t['stop_reason']})"
+    done = sum(s / max(steps) for s in steps) if steps else t["epochs_run"]
+    return f"{done:.1f} ({t['stop_reason']})"
 
 
 def _common(r: dict) -> dict:

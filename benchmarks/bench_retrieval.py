@@ -5,14 +5,16 @@
     ann     "Retrieval — faiss vs exact"  A two-tower trained on Gowalla (LightGCN's fixed split,
             40,981 items: the largest catalogue in ../shared/data with training interactions;
             amazon-book ships no train.txt) gives the item vectors; every test user's vector is a
-            query. Per index (flat, HNSW, IVF at a few settings): build time, latency per query
-            batch (1 and 256 queries, 2 faiss threads) and recall@100 against exact brute force
+            query. Per index (flat, HNSW, IVF; each built once, searched at a few settings): build
+            time (2 faiss threads), latency per search call of 1 and of 256 queries (1 faiss
+            thread: robust on a shared machine) and recall@100 against exact brute force
             (``genrec.retrieval.exact_search``). Pure top-100 search, history not excluded, so the
-            numbers are the index's alone.
+            numbers are the index's alone. Then the same on 91,599 synthetic clustered unit
+            vectors (amazon-book's catalogue size) with 5,000 queries.
     recall  "Recall — multi-channel HitRate"  ML-100k and Amazon Beauty, leave-one-out (P1), test
             targets, history masked. Channels: popularity, ItemCF, two-tower (faiss flat) and, on
-            ML-100k, SASRec; quotas popularity 1 : ItemCF 2 : two-tower 2 (: SASRec 2). HR@50/100/200
-            of every channel alone and of the merged list, with each channel's share of the merged
+            ML-100k, SASRec; quotas popularity 1 : ItemCF 2 : two-tower 2 (: SASRec 2).
+            HR@50/100/200 of every channel alone and of the merged list, with each channel's share of the merged
             slots and of its hits at N = 100.
 
 Runs are trained once into benchmarks/out/retrieval/<dataset>_<model> and reused (delete the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import time
@@ -46,13 +49,12 @@ OUT = REPO / "benchmarks" / "out" / "retrieval"
 THREADS = 2  # the machine's cores: torch and faiss alike
 ANN_TABLE = "Retrieval — faiss vs exact"
 RECALL_TABLE = "Recall — multi-channel HitRate"
-INDEXES = [("flat", IndexConfig(kind="flat")),
-           ("hnsw M=32 ef=64", IndexConfig(kind="hnsw", hnsw_m=32, ef_search=64)),
-           ("hnsw M=32 ef=128", IndexConfig(kind="hnsw", hnsw_m=32, ef_search=128)),
-           ("hnsw M=32 ef=256", IndexConfig(kind="hnsw", hnsw_m=32, ef_search=256)),
-           ("ivf nprobe=8", IndexConfig(kind="ivf", nprobe=8)),
-           ("ivf nprobe=32", IndexConfig(kind="ivf", nprobe=32)),
-           ("ivf nprobe=128", IndexConfig(kind="ivf", nprobe=128))]
+# (label, config to build, search-time settings tried on that one build)
+INDEXES = [("flat", IndexConfig(kind="flat"), [{}]),
+           ("hnsw M=32 efC=200", IndexConfig(kind="hnsw", hnsw_m=32, ef_construction=200),
+            [{"ef_search": 64}, {"ef_search": 128}, {"ef_search": 256}]),
+           ("ivf nlist=4√n", IndexConfig(kind="ivf"),
+            [{"nprobe": 8}, {"nprobe": 32}, {"nprobe": 128}])]
 TWO_TOWER = ["params.dim=64", "params.max_len=50", "train.lr=0.002",
              "train.batch_size=256", f"train.threads={THREADS}"]
 
@@ -64,12 +66,12 @@ def peak_mb() -> float:
 def trained(name: str, model: str, sets: list[str], preset: str | None = None):
     """The run in OUT/name, trained first when it is not there yet."""
     run_dir = OUT / name
-    if (run_dir / "metrics.json").is_file():
-        return load_run(run_dir)
-    cfg = make_config(model, sets, REPO / preset if preset else None)
-    print(f"training {name} ...", flush=True)
-    train(cfg, run_dir)
-    return load_run(run_dir)
+    if not (run_dir / "metrics.json").is_file():
+        print(f"training {name} ...", flush=True)
+        train(make_config(model, sets, REPO / preset if preset else None), run_dir)
+    run = load_run(run_dir)
+    run.info["metrics"] = json.loads((run_dir / "metrics.json").read_text())
+    return run
 
 
 def ms_per_batch(index: ItemIndex, q: np.ndarray, batch: int, k: int = 100,
@@ -81,6 +83,57 @@ def ms_per_batch(index: ItemIndex, q: np.ndarray, batch: int, k: int = 100,
         index.search(q[lo:lo + batch], k)
         times.append(time.perf_counter() - t0)
     return 1000 * float(np.median(times))
+
+
+def measure_indexes(items: np.ndarray, q: np.ndarray, dataset: str, protocol: str,
+                    quality: str, out: Path) -> None:
+    """One table row per index: build time, latency per query batch, recall@100 vs exact."""
+    ids = np.arange(1, len(items) + 1)
+    t0 = time.perf_counter()
+    exact = np.concatenate([exact_search(q[lo:lo + 1024], items, 100, ids)[1]
+                            for lo in range(0, len(q), 1024)])
+    exact_s = time.perf_counter() - t0
+    print(f"{dataset}: exact numpy top-100 of {len(q)} queries {exact_s:.1f} s", flush=True)
+    for label, cfg, searches in INDEXES:
+        cfg.threads = THREADS
+        t0 = time.perf_counter()
+        index = ItemIndex.build(items, ids, cfg)
+        build_s = time.perf_counter() - t0
+        for setting in searches:
+            for key, value in setting.items():
+                setattr(index.config, key, value)
+            name = " ".join([label, *(f"{k}={v}" for k, v in setting.items())])
+            index.config.threads = THREADS
+            found = np.concatenate([index.search(q[lo:lo + 1024], 100)[1]
+                                    for lo in range(0, len(q), 1024)])
+            rec = recall_at_k(found, exact)
+            # latency on ONE thread: a single query is not worth parallelising, and on a busy
+            # machine OpenMP threads spin-waiting on each other dominate small searches
+            index.config.threads = 1
+            one, many = ms_per_batch(index, q, 1), ms_per_batch(index, q, 256)
+            load = os.getloadavg()[0]
+            print(f"{name:32s} build {build_s:6.2f} s  1 query {one:7.3f} ms  256 queries "
+                  f"{many:8.2f} ms  recall@100 {rec:.4f}  load {load:.1f}", flush=True)
+            record(ANN_TABLE, {
+                "dataset": dataset, "protocol": protocol, "index": name,
+                "recall@100 vs exact": f"{rec:.4f}", "ms / 1 query": f"{one:.3f}",
+                "ms / 256 queries": f"{many:.2f}", "build s": f"{build_s:.2f}",
+                "metrics": quality, "wall time": f"exact numpy top-100 of all queries "
+                                                 f"{exact_s:.1f} s",
+                "peak memory": f"{peak_mb():.0f} MB",
+                "notes": f"build and recall with {THREADS} faiss threads, latency with 1; "
+                         f"load avg (1 min) {load:.1f}"}, out)
+
+
+def synthetic(n: int, d: int, n_queries: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors around 1,000 random centres (a clustered catalogue) and queries near them."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(1000, d))
+    x = centres[rng.integers(1000, size=n)] + 0.7 * rng.normal(size=(n, d))
+    q = centres[rng.integers(1000, size=n_queries)] + 0.7 * rng.normal(size=(n_queries, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    return x.astype(np.float32), q.astype(np.float32)
 
 
 def bench_ann(out: Path) -> None:
@@ -95,34 +148,17 @@ def bench_ann(out: Path) -> None:
         q = np.concatenate([model.user_vectors(eval_batch(split, "test", users[lo:lo + 1024],
                                                           model.config.max_len)).numpy()
                             for lo in range(0, len(users), 1024)])
-    ids = np.arange(1, len(items) + 1)
-    t0 = time.perf_counter()
-    exact = exact_search(q, items, 100, ids)[1]
-    exact_s = time.perf_counter() - t0
-    test = run.info["metrics"]["test"]
+    test, train_info = run.info["metrics"]["test"], run.info["train"]
     quality = (f"two-tower test Recall@20 {test['Recall@20']:.4f} / NDCG@20 {test['NDCG@20']:.4f} "
-               f"({run.info['train']['epochs_run']} epochs, {run.info['fit_seconds']:.0f} s)")
-    print(quality, f"exact numpy top-100 of {len(q)} queries: {exact_s:.1f} s", flush=True)
-    for label, cfg in INDEXES:
-        cfg.threads = THREADS
-        t0 = time.perf_counter()
-        index = ItemIndex.build(items, ids, cfg)
-        build_s = time.perf_counter() - t0
-        found = np.concatenate([index.search(q[lo:lo + 1024], 100)[1]
-                                for lo in range(0, len(q), 1024)])
-        rec = recall_at_k(found, exact)
-        one, many = ms_per_batch(index, q, 1), ms_per_batch(index, q, 256)
-        print(f"{label:18s} build {build_s:6.2f} s  1 query {one:7.3f} ms  256 queries "
-              f"{many:8.2f} ms  recall@100 {rec:.4f}", flush=True)
-        record(ANN_TABLE, {
-            "dataset": f"gowalla ({len(items):,} items, {len(q):,} test users)",
-            "protocol": "two-tower item vectors (dim 64, unit length), top-100 inner product, "
-                        "history not excluded",
-            "index": label, "recall@100 vs exact": f"{rec:.4f}",
-            "ms / 1 query": f"{one:.3f}", "ms / 256 queries": f"{many:.2f}",
-            "build s": f"{build_s:.2f}", "metrics": quality,
-            "wall time": f"exact numpy top-100 of all queries {exact_s:.1f} s",
-            "peak memory": f"{peak_mb():.0f} MB", "notes": f"faiss threads {THREADS}"}, out)
+               f"after {train_info['epochs_run']} epochs ({train_info['stop_reason']}, "
+               f"{run.info['fit_seconds']:.0f} s)")
+    measure_indexes(items, q, f"gowalla ({len(items):,} items, {len(q):,} test users)",
+                    "two-tower item and user vectors (dim 64, unit length), top-100 inner "
+                    "product, history not excluded", quality, out)
+    items, q = synthetic(91_599, 64, 5_000)
+    measure_indexes(items, q, "synthetic, amazon-book size (91,599 items, 5,000 queries)",
+                    "unit vectors around 1,000 random centres (dim 64), top-100 inner product",
+                    "no model: random clustered vectors", out)
 
 
 def recall_channels(tag: str, data: str, with_sasrec: bool):
@@ -151,7 +187,8 @@ def bench_recall(out: Path) -> None:
         seconds = time.perf_counter() - t0
         quotas = " : ".join(f"{c.name} {c.quota:g}" for c in channels)
         print(json.dumps(rep, indent=1), flush=True)
-        lines = [(c.name, rep["per_channel"][c.name]) for c in channels] + [("merged", rep["merged"])]
+        lines = [(c.name, rep["per_channel"][c.name]) for c in channels]
+        lines.append(("merged", rep["merged"]))
         for name, hr in lines:
             about = runs.get(name)
             note = ""

@@ -167,7 +167,8 @@ def main() -> None:
                        f"{report['distinct_ids']:,}, collision rate {report['collision_rate']:.2%}, "
                        f"largest group {report['max_group']} (dedup level size); reconstruction "
                        f"{report['reconstruction']}",
-            "wall time": f"{report['seconds']:.1f} s (+ vectors {embed_s:.0f} s)",
+            "wall time": f"{report['seconds']:.1f} s" + (f" (+ vectors {embed_s:.0f} s)" if embed_s > 1
+                                                          else " (vectors already stored)"),
             "peak memory": f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GB "
                            f"peak RSS (process)"})
     if args.ids_only:

@@ -170,3 +170,29 @@ def test_runs_on_another_split_and_bad_channels_are_refused(runs):
     pop = popularity_channel(split, "test")
     with pytest.raises(ValueError, match="names must be unique"):
         recall_report([pop, pop], split, "test", ns=(5,))
+
+
+def test_cli_reports_per_channel_and_merged(runs):
+    import json
+
+    import typer
+    from typer.testing import CliRunner
+
+    from genrec.cli import recall as recall_cli
+
+    app = typer.Typer()
+    recall_cli.register(app)
+    app.command("noop")(lambda: None)  # a second command keeps `recall` a subcommand
+    itemcf, tt = runs["itemcf"], runs["two_tower"]
+    args = ["recall", "--channel", "popularity:1", "--channel", f"{itemcf.path}:2",
+            "--ann", f"{tt.path}:2", "--n", "5,10", "--json"]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    rep = json.loads(result.output)
+    assert list(rep["per_channel"]) == ["popularity", "itemcf", "two_tower (ann)"]
+    assert rep["quotas"]["10"] == {"popularity": 2, "itemcf": 4, "two_tower (ann)": 4}
+    direct = recall_report([popularity_channel(tt.split, "test", 1),
+                            run_channel(itemcf, tt.split, "test", 2)], tt.split, "test", (10,))
+    assert rep["per_channel"]["itemcf"]["HR@10"] == direct["per_channel"]["itemcf"]["HR@10"]
+    bad = CliRunner().invoke(app, ["recall", "--channel", "popularity:x"])
+    assert bad.exit_code != 0 and "quota after ':' must be a number" in str(bad.exception)

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from genrec.cli import ablate, data, embed, quickstart, run, semantic_ids, serve
+from genrec.cli import ablate, data, embed, quickstart, recall, run, semantic_ids, serve
 from genrec.cli._common import console_err
 from genrec.config import ConfigError
 from genrec.data.dataset import DataError
@@ -22,6 +22,7 @@ run.register(app)
 quickstart.register(app)
 serve.register(app)
 ablate.register(app)
+recall.register(app)
 
 
 def main() -> None:

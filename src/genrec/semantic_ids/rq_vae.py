@@ -13,10 +13,10 @@ so a reset at level l is seen by level l + 1; repeated while a reset empties ano
 The last epoch ends with a reset, so every code of every level is used by the returned codes
 whenever a level has at least K distinct residuals.
 
-Example:
-    >>> result = train_rq_vae(vectors, RQVAEConfig(levels=3, codebook_size=256))  # doctest: +SKIP
-    >>> result.codes.shape, result.relative_error, result.dead_codes           # doctest: +SKIP
-    ((12101, 3), 0.21, [0, 0, 0])
+Example (Amazon Beauty, MiniLM title + category vectors, 50 epochs):
+    >>> result = train_rq_vae(vectors, RQVAEConfig(epochs=50))                 # doctest: +SKIP
+    >>> result.codes.shape, round(result.relative_error, 2), result.dead_codes  # doctest: +SKIP
+    ((12101, 3), 0.56, [0, 0, 0])
 """
 
 from __future__ import annotations
