@@ -14,8 +14,8 @@
     recall  "Recall — multi-channel HitRate"  ML-100k and Amazon Beauty, leave-one-out (P1), test
             targets, history masked. Channels: popularity, ItemCF, two-tower (faiss flat) and, on
             ML-100k, SASRec; quotas popularity 1 : ItemCF 2 : two-tower 2 (: SASRec 2).
-            HR@50/100/200 of every channel alone and of the merged list, with each channel's share of the merged
-            slots and of its hits at N = 100.
+            HR@50/100/200 of every channel alone and of the merged list, with each channel's
+            share of the merged slots and of its hits at N = 100.
 
 Runs are trained once into benchmarks/out/retrieval/<dataset>_<model> and reused (delete the
 folder to retrain). Data comes from $GENREC_DATA, prepared datasets from $GENREC_HOME.
@@ -172,7 +172,7 @@ def recall_channels(tag: str, data: str, with_sasrec: bool):
                 ann_channel(tt, split, "test", 2, index=IndexConfig(threads=THREADS))]
     runs = {"itemcf": itemcf, "two_tower": tt}
     if with_sasrec:
-        sasrec = trained(f"{tag}_sasrec", "sasrec", base + ["train.max_minutes=20"],
+        sasrec = trained(f"{tag}_sasrec", "sasrec", base + ["train.max_minutes=8"],
                          preset="configs/sasrec_ml100k_p1.toml")
         channels.append(run_channel(sasrec, split, "test", 2))
         runs["sasrec"] = sasrec

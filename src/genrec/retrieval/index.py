@@ -165,8 +165,12 @@ class ItemIndex:
         if self.config.threads:
             faiss.omp_set_num_threads(self.config.threads)
         fetch = min(k + _row_counts(exclude, len(q)), len(self))
+        # search-time knobs are read from the config on every call, so tuning one is a field
+        # assignment (index.config.ef_search = 256) with no rebuild
         if self.config.kind == "hnsw":
             self.index.hnsw.efSearch = max(self.config.ef_search, fetch)
+        elif self.config.kind == "ivf":
+            self.index.nprobe = min(self.config.nprobe, self.index.nlist)
         scores, pos = self.index.search(q, fetch)
         ids = np.where(pos >= 0, self.ids[np.maximum(pos, 0)], -1)
         # faiss orders tied scores as its heap left them: the smaller id first, as exact_search
