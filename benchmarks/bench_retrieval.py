@@ -52,7 +52,7 @@ RECALL_TABLE = "Recall — multi-channel HitRate"
 # (label, config to build, search-time settings tried on that one build)
 INDEXES = [("flat", IndexConfig(kind="flat"), [{}]),
            ("hnsw M=32 efC=200", IndexConfig(kind="hnsw", hnsw_m=32, ef_construction=200),
-            [{"ef_search": 64}, {"ef_search": 128}, {"ef_search": 256}]),
+            [{"ef_search": 100}, {"ef_search": 200}, {"ef_search": 400}]),  # >= k = 100
            ("ivf nlist=4√n", IndexConfig(kind="ivf"),
             [{"nprobe": 8}, {"nprobe": 32}, {"nprobe": 128}])]
 TWO_TOWER = ["params.dim=64", "params.max_len=50", "train.lr=0.002",
@@ -165,7 +165,7 @@ def recall_channels(tag: str, data: str, with_sasrec: bool):
     base = [f"data.name={data}", "data.split=loo", "eval.ks=[10,50]"]
     itemcf = trained(f"{tag}_itemcf", "itemcf", base + ["params.k=50"])
     tt = trained(f"{tag}_two_tower", "two_tower",
-                 base + ["train.epochs=100", "train.patience=5", "train.max_minutes=20",
+                 base + ["train.epochs=100", "train.patience=5", "train.max_minutes=10",
                          "train.metric=NDCG@10", *TWO_TOWER])
     split = tt.split
     channels = [popularity_channel(split, "test", quota=1), run_channel(itemcf, split, "test", 2),

@@ -10,7 +10,8 @@ taken over level l's range only; the T5 (``transformers``) is built from a confi
 from scratch (as in the paper) but smaller by default (4+4 layers, d_model 128, d_ff 512); a
 training batch predicts every item of each user's window from the items before it (all prefixes,
 or ``train_prefixes`` drawn at random per user), in length-sorted chunks to save padding;
-beams skip the items of the input window (the evaluator masks history anyway).
+the items of the input window are never returned, and prefixes holding only such items take no
+beam (the evaluator masks history anyway, so beams are not wasted on them).
 
 ``score(batch)`` is what the evaluator reads: (B, n_items + 1) holding the beam's log-probs for
 the ``beam_size`` generated items and -inf everywhere else. Metrics at K <= beam_size are exact;
