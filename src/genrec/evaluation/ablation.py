@@ -16,7 +16,8 @@ Outputs in ``OUT``:
                    validation selection metric and the test metrics; the row selected on
                    VALIDATION (never test, PROTOCOL.md) is marked with *
     ablation.csv   the same numbers, full precision, with a ``selected`` column
-    ablation.png   grouped bars of the test metrics per configuration
+    ablation.png   one panel per test metric, a bar per configuration (the selected one
+                   highlighted)
     ablation.json  grid, base config and rows, for programs
 
 Example:
@@ -232,10 +233,35 @@ def _fmt(v: float) -> str:
     return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
 
 
+def _plot(result: AblationResult, labels: list[str], out: Path, title: str) -> None:
+    """One panel per test metric, one horizontal bar per configuration (readable for many)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    n, y = len(result.rows), np.arange(len(result.rows))
+    fig, axes = plt.subplots(1, len(result.metrics), sharey=True, squeeze=False, dpi=110,
+                             figsize=(2.2 + 2.6 * len(result.metrics), 1.2 + 0.35 * n))
+    colors = ["C1" if i == result.selected else "C0" for i in range(n)]
+    for ax, metric in zip(axes[0], result.metrics):
+        bars = ax.barh(y, [r.test[metric] for r in result.rows], color=colors)
+        ax.bar_label(bars, fmt="%.4f", fontsize=7, padding=2)
+        ax.set_title(metric, fontsize=9)
+        ax.margins(x=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+    axes[0][0].set_yticks(y, [lab + (" *" if i == result.selected else "")
+                              for i, lab in enumerate(labels)], fontsize=8)
+    axes[0][0].invert_yaxis()  # the first configuration on top, as in the table
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
 def write_outputs(result: AblationResult, out: Path, base: Any) -> dict[str, Path]:
     """ablation.md / .csv / .png / .json in ``out`` (see the module docstring)."""
-    from genrec.evaluation.plots import metrics_bar_chart
-
     out.mkdir(parents=True, exist_ok=True)
     keys = grid_keys(result.grid)
     short = _short_keys(keys)
@@ -265,8 +291,9 @@ def write_outputs(result: AblationResult, out: Path, base: Any) -> dict[str, Pat
         writer = csv.DictWriter(fh, fieldnames=list(csv_rows[0]))
         writer.writeheader()
         writer.writerows(csv_rows)
-    metrics_bar_chart({r.name: r.test for r in result.rows}, result.metrics, files["png"],
-                      title=f"{base.model} ablation on {Path(data.name).name} (test)")
+    labels = [", ".join(f"{short[k]}={r.values[k]}" for k in keys) for r in result.rows]
+    _plot(result, labels, files["png"], f"{base.model} on {Path(data.name).name} ({data.split}): "
+                                        f"test metrics, * = selected on valid {sel}")
     files["json"].write_text(json.dumps({
         "grid": result.grid, "base": to_dict(base), "select_metric": sel,
         "selected": result.selected, "metrics": result.metrics,
