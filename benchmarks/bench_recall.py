@@ -101,7 +101,10 @@ TABLES: dict[str, tuple[str, str, list[str]]] = {
         "BPR and LightGCN use the paper's hyper-parameters (64-d, 3 layers, Adam lr 1e-3, L2 1e-4, "
         "batch 2048, uniform negatives), train on the WHOLE train part for a wall-clock budget "
         "(`train.max_minutes`; the paper trains up to 1000 epochs) and the last weights are "
-        "evaluated on test once. ItemCF k=100 / EASE l2=500 as in the baselines table. `fit CPU "
+        "evaluated on test once. ItemCF k=100 / EASE l2=500 (`--p2-models ease`) as in \"Baselines "
+        "— P2 Gowalla\", whose EASE row (Recall@20 0.1693 / NDCG@20 0.1399) is the strongest "
+        "there; its ItemCF row predates the ItemCF orientation fix of commit 76c10c8, the "
+        "ItemCF row here runs the current code. `fit CPU "
         "s` = process CPU seconds (user + system) of training; one torch thread on a 2-core "
         "machine shared with other jobs (load average in `notes`).",
         ["dataset", "protocol", "model", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10",
