@@ -9,7 +9,7 @@ Sections (rows go to BENCHMARKS.md through ``_record.record``):
                              SASRec and HSTU (sampled softmax T=0.05 and CE; the one with the
                              better VALID NDCG@10 is marked), test metrics with the user's history
                              masked (genrec's protocol) and unmasked (RecBole's), epochs, s/epoch,
-                             sequences/s, scoring ms per 1k users, wall, CPU time, peak RSS.
+                             wall, CPU time, peak RSS, and which published targets it passes.
     speed                    training sequences/s and scoring ms per 1k users on Beauty, wall and
                              CPU time (a few batches per model, one thread).
     peer                     RecBole's SASRec and genrec's SASRec, same sizes, one thread each,
@@ -268,6 +268,7 @@ def _run(label: str, preset: str, sets: list[str], tag: str, reuse: bool = False
 
 PARALLEL = 1  # --parallel: jobs of one section that train at the same time (one thread each)
 RESUME = False  # --resume: continue jobs that stopped on their time budget, from their checkpoint
+NOTE = ""  # --note: appended to the machine column (e.g. the load during the runs)
 
 
 def _run_all(jobs: list[tuple[str, str, list[str], str]]) -> list[dict[str, Any]]:
@@ -320,8 +321,12 @@ def _verdict(section: str, r: dict[str, Any], best_seq: bool) -> str:
         return "–"
     rec, ndcg = r["test_masked"]["Recall@10"], r["test_masked"]["NDCG@10"]
     names = [n for n in TARGETS[section] if n != "EASE masked" or best_seq]
-    return "; ".join(f"{'≥' if rec >= t[0] and ndcg >= t[1] else 'MISSES'} {n} {t[0]}/{t[1]}"
-                     for n, t in ((n, TARGETS[section][n]) for n in names))
+    out = "; ".join(f"{'≥' if rec >= t[0] and ndcg >= t[1] else 'MISSES'} {n} {t[0]}/{t[1]}"
+                    for n, t in ((n, TARGETS[section][n]) for n in names))
+    if "MISSES" in out and r["stop_reason"] == "time_budget":
+        out += (f" (stopped by the time budget at epoch {r['epochs_run']}, best valid epoch "
+                f"{r['best_epoch']})")
+    return out
 
 
 def section_p1(section: str, record_rows: bool) -> list[dict[str, Any]]:
@@ -348,31 +353,20 @@ def section_p1(section: str, record_rows: bool) -> list[dict[str, Any]]:
             "unmasked R@5/N@5/R@10/N@10": _fmt(r["test_unmasked"]),
             "valid N@10 masked/unmasked": f"{r['valid_masked']['NDCG@10']:.4f} / "
                                           f"{r['valid_unmasked']['NDCG@10']:.4f}",
-            "epochs (best)": f"{r['epochs_run']} ({r['best_epoch']}) {r['stop_reason']}",
-            "s/epoch": r["sec_per_epoch"],
+            "epochs (best)": f"{r['epochs_run']} ({r['best_epoch']}) {r['stop_reason']}"
+                             + (f", {r['invocations']} invocations (resumed from checkpoint)"
+                                if r.get("invocations", 1) > 1 else ""),
+            "s/epoch": f"{r['sec_per_epoch']:.0f} wall",
             "wall time": f"{r['wall_seconds']:.0f} s",
-            "CPU time": f"{r['cpu_seconds']:.0f} s",
+            "CPU time": f"{r['cpu_seconds']:.0f} s "
+                        f"({r['cpu_seconds'] / max(r['epochs_run'], 1):.0f} s/epoch incl. valid)",
             "peak memory": f"{r['peak_rss_mb']:.0f} MB RSS",
             "targets (masked test R@10/N@10)": _verdict(section, r, r["label"] == best_seq),
-            "machine_note": f"threads={r['threads']}, {_load()}",
         }
-        row["machine"] = f"{_machine()}, {row.pop('machine_note')}"
+        row["machine"] = f"{_machine()}, threads={r['threads']}, {_load()}{NOTE}"
         row["command"] = f".venv/bin/python benchmarks/bench_sequential.py --only {section}"
         if record_rows:
             record(TABLE_P1, row, _REPO / "BENCHMARKS.md")
-            if section == "beauty":
-                record(TABLE_SPEED, {
-                    "dataset": DATASET[section], "protocol": P1, "model": model,
-                    "metrics": f"train {r['seq_per_s']:.0f} sequences/s (length ≤ "
-                               f"{p.get('max_len')}, batch {r['config']['train']['batch_size']}); "
-                               f"scoring {r['score_ms_per_1k_users']:.0f} ms per 1k users "
-                               f"(full ranking over {r['n_items']} items, model forward only); "
-                               f"test pass incl. ranking masked+unmasked {r['test_seconds']:.1f} s "
-                               f"for {r['n_test_users']} users",
-                    "wall time": f"{r['sec_per_epoch']} s/epoch",
-                    "peak memory": f"{r['peak_rss_mb']:.0f} MB RSS",
-                    "machine": row["machine"], "command": row["command"]},
-                    _REPO / "BENCHMARKS.md")
     return results
 
 
@@ -670,7 +664,7 @@ def section_ablation(record_rows: bool) -> list[dict[str, Any]]:
                     "wall time": f"{r['wall_seconds']:.0f} s",
                     "CPU time": f"{r['cpu_seconds']:.0f} s",
                     "peak memory": f"{r['peak_rss_mb']:.0f} MB RSS",
-                    "machine": f"{_machine()}, threads={r['threads']}, {_load()}",
+                    "machine": f"{_machine()}, threads={r['threads']}, {_load()}{NOTE}",
                     "command": ".venv/bin/python benchmarks/bench_sequential.py --only ablation"},
                     _REPO / "BENCHMARKS.md")
     return rows
@@ -689,6 +683,7 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true",
                     help="continue jobs that stopped on train.max_minutes from their checkpoint "
                          "(the budget restarts), reuse the finished ones")
+    ap.add_argument("--note", default="", help="text appended to the machine column")
     ap.add_argument("--parallel", type=int, default=1,
                     help="train up to this many jobs of a section at once (one thread each)")
     ap.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
@@ -703,8 +698,9 @@ def main() -> None:
     for env in ("GENREC_DATA", "GENREC_HOME"):
         if not os.environ.get(env):
             print(f"warning: {env} is not set", file=sys.stderr)
-    global REUSE, PARALLEL, RESUME
+    global REUSE, PARALLEL, RESUME, NOTE
     REUSE, PARALLEL, RESUME = a.reuse, a.parallel, a.resume
+    NOTE = f"; {a.note}" if a.note else ""
     record_rows = not a.no_record
     for section in only:
         if section in JOBS:
