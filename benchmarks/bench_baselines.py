@@ -88,7 +88,9 @@ TABLES: dict[str, tuple[str, str, list[str]]] = {
         "rank every item except the user's train (+ validation, at test) items; Recall/NDCG "
         "follow RecBole's definitions. Hyper-parameters are the peer's (ItemKNN k=100 shrink 0, "
         "EASE lambda=250). `eval s`: genrec = `evaluate_run(run, 'test')` (scores, masking, exact "
-        "pessimistic-tie ranks, HR/Recall/Precision/NDCG/MRR/MAP/AUC, coverage/gini/novelty); "
+        "pessimistic-tie ranks up to K, HR/Recall/Precision/NDCG/MRR/MAP, coverage/gini/novelty; "
+        "AUC off with `--set eval.auc=false` since RecBole computes none; rows before 2026-11-25 "
+        "13:00 had AUC on); "
         "RecBole = its `eval_seconds`, `trainer.evaluate(test, load_best_model=True)` (checkpoint "
         "load included; Recall/NDCG only). `eval ratio` = genrec / RecBole (below 1: genrec is "
         "faster). `fit s`: genrec = `model.fit(train)`; RecBole = model init (where ItemKNN and "
@@ -376,13 +378,16 @@ def _median(values: list[float]) -> float:
     return sorted(values)[len(values) // 2]
 
 
+P3_SETS = ["eval.auc=false"]  # RecBole's P3 run computes no AUC either
+
+
 def part_p3(out: Path, repeats: int) -> None:
     for data, name, peer_data in P3_DATA:
         for model, peer_model in PEER_MODEL.items():
             config = _cfg(model, data, "p3")
             gs, ps = [], []
             for _ in range(repeats):  # alternate, so both libraries see the same load
-                gs.append(job({"kind": "test", "config": config, "sets": []}))
+                gs.append(job({"kind": "test", "config": config, "sets": P3_SETS}))
                 load = os.getloadavg()[0]
                 ps.append({**run_peer(peer_model, peer_data, threads=THREADS, env=BLAS_ENV),
                            "load_before": load})
@@ -429,7 +434,7 @@ def part_p3(out: Path, repeats: int) -> None:
                 "eval s (genrec / RecBole)": f"{_s(g_eval)} / {_s(p_eval)}",
                 "eval ratio": f"{g_eval / max(p_eval, 1e-9):.2f}",
                 "peak RSS (genrec / RecBole)": f"{g['peak_rss_mb']:.0f} / {p['peak_rss_mb']:.0f} MB",
-                "config": config, "notes": "; ".join(notes)}, out)
+                "config": config + "".join(f" --set {s}" for s in P3_SETS), "notes": "; ".join(notes)}, out)
             print(f"P3 {name} {model}: genrec NDCG@10 {gm['NDCG@10']:.4f} eval {g_eval:.2f}s | "
                   f"RecBole {pm['ndcg@10']:.4f} eval {p_eval:.2f}s", flush=True)
 

@@ -13,7 +13,8 @@ candidates are sorted by (-score, is_relevant, item_idx).
 
 Keys of ``EvalResult.metrics`` (K from ``ks``):
     HR@K Recall@K Precision@K NDCG@K MRR@K MAP@K   accuracy, see ``metrics.RANK_METRICS``
-    AUC                                           per-user AUC averaged (GAUC-style)
+    AUC                                           per-user AUC averaged (GAUC-style), not with
+                                                  auc=False
     coverage@K gini@K                             over the top-K lists of all evaluated users
     novelty@K                                     only with ``item_popularity``
     diversity@K                                   intra-list diversity, only with ``item_vectors``
@@ -48,8 +49,9 @@ ScoreFn = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 # At most this many score cells (users x columns) per chunk: ~32 MB per float32 copy, a few
 # hundred MB for all per-chunk temporaries, whatever the catalogue size.
 _MAX_CHUNK_CELLS = 1 << 23
-# With this few relevant items per row, one comparison pass per item beats bucketing.
-_FEW_RELEVANT = 24
+# Exact ranks for AUC: with this few relevant items per row, one comparison pass per item beats
+# sorting the rows (float32, one CPU thread: the crossover is ~16 items).
+_FEW_RELEVANT = 16
 
 
 @dataclass
@@ -126,7 +128,7 @@ def _score_chunk(score_fn: ScoreFn, users: np.ndarray, n_cols: int) -> torch.Ten
     # compare in a dtype that represents every score exactly (ties must stay ties, and only ties)
     exact64 = scores.dtype == torch.float64 or not scores.is_floating_point()
     scores = scores.double() if exact64 else scores.float()
-    if torch.isnan(scores).any():
+    if torch.isnan(scores.amax()):  # max propagates NaN: one pass, no (B, N) bool temporary
         raise ValueError(f"score_fn returned NaN scores for users {users[:5].tolist()}...; "
                          f"check the model for diverged weights")
     # -inf marks masked items below; a model's own -inf becomes the lowest finite score
@@ -149,29 +151,36 @@ def _count(mask: torch.Tensor) -> torch.Tensor:
 
 
 def _count_at_least(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-    """(B, R): how many entries of each row of ``scores`` (B, N) are >= each threshold."""
-    n_rows, n_thr = thresholds.shape
+    """(B, R) int64: how many entries of each row of ``scores`` (B, N) are >= each threshold."""
+    n_thr = thresholds.shape[1]
     if n_thr <= _FEW_RELEVANT:
-        return torch.stack([_count(scores >= thresholds[:, j:j + 1]) for j in range(n_thr)], 1)
-    # Bucket every score among the row's sorted thresholds (O(N log R), no (B, N) sort):
-    # bucket b = #thresholds <= score, so a score is >= the j-th smallest threshold iff b > j.
-    sorted_thr, perm = thresholds.sort(dim=1)
-    bucket = torch.searchsorted(sorted_thr, scores, right=True)  # (B, N) in 0..R
-    ones = torch.ones(1, 1, dtype=torch.int64, device=scores.device).expand_as(bucket)
-    hist = torch.zeros(n_rows, n_thr + 1, dtype=torch.int64, device=scores.device)
-    hist.scatter_add_(1, bucket, ones)
-    at_least_sorted = hist.flip(1).cumsum(1).flip(1)[:, 1:]  # [j] = #scores with bucket > j
-    return torch.empty_like(at_least_sorted).scatter_(1, perm, at_least_sorted)
+        return torch.stack([_count(scores >= thresholds[:, j:j + 1]) for j in range(n_thr)],
+                           1).long()
+    # Sort every row once (O(N log N), ~_FEW_RELEVANT comparison passes on one CPU thread with
+    # numpy's SIMD sort), then binary-search each threshold: #entries < t is its insertion point.
+    if scores.device.type == "cpu":
+        sorted_rows = torch.from_numpy(np.sort(scores.numpy(), axis=1))
+    else:
+        sorted_rows = scores.sort(dim=1).values
+    below = torch.searchsorted(sorted_rows, thresholds.contiguous())
+    return scores.shape[1] - below
 
 
-def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, k) items by (score desc, item index asc); -1 where fewer than k candidates exist."""
+def _top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k lists and what ``_rank_chunk`` reads off them, from one ``torch.topk``.
+
+    Returns (items, values, n_at_least_kth): items (B, k) by (score desc, item index asc), -1
+    where fewer than k candidates exist; values (B, k) the k largest scores, descending (masked
+    items read -inf); n_at_least_kth (B, 1) = #entries of the row >= values[:, -1]. k is capped
+    at the row length N.
+    """
     k = min(k, scores.shape[1])
     values, idx = torch.topk(scores, k, dim=1)
     kth = values[:, -1:]
+    n_at_least_kth = _count(scores >= kth)[:, None]
     # torch.topk picks arbitrarily among items tied with the k-th score: redo those rows so
     # that the smaller item indices win (deterministic, independent of chunking)
-    tied_rows = (_count(scores >= kth) > k).nonzero().squeeze(1)
+    tied_rows = (n_at_least_kth[:, 0] > k).nonzero().squeeze(1)
     if len(tied_rows):
         sub, sub_kth = scores[tied_rows], kth[tied_rows]
         above, tied = sub > sub_kth, sub == sub_kth
@@ -181,12 +190,17 @@ def _top_k(scores: torch.Tensor, k: int) -> torch.Tensor:
     idx = idx.sort(dim=1).values
     order = scores.gather(1, idx).sort(dim=1, descending=True, stable=True).indices
     idx = idx.gather(1, order)
-    return idx.masked_fill(scores.gather(1, idx) == -math.inf, -1)
+    return idx.masked_fill(scores.gather(1, idx) == -math.inf, -1), values, n_at_least_kth
 
 
-def _rank_chunk(scores: torch.Tensor, hist: sp.csr_matrix, tgt: sp.csr_matrix, k_max: int
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mask, rank and list one chunk: (ranks (B, R), #valid relevant (B,), top-k (B, k_max))."""
+def _rank_chunk(scores: torch.Tensor, hist: sp.csr_matrix, tgt: sp.csr_matrix, k_max: int,
+                full: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mask, rank and list one chunk: (ranks (B, R), #valid relevant (B,), top-k (B, k_max)).
+
+    full=True ranks every valid target exactly (AUC needs that). full=False ranks exactly only
+    the targets that can be in the top k_max; the others get ``NO_RANK`` like a masked target,
+    which no metric @K with K <= k_max can tell apart from their true rank (> k_max).
+    """
     dev, n_rows = scores.device, scores.shape[0]
     rows = torch.from_numpy(np.repeat(np.arange(n_rows), np.diff(hist.indptr))).to(dev)
     scores[rows, torch.from_numpy(hist.indices.astype(np.int64)).to(dev)] = -math.inf
@@ -195,18 +209,36 @@ def _rank_chunk(scores: torch.Tensor, hist: sp.csr_matrix, tgt: sp.csr_matrix, k
     rel, slot_ok = _pad_rows(tgt, dev)        # (B, R)
     rel_scores = scores.gather(1, rel)         # masked targets read -inf
     valid = slot_ok & (rel_scores > -math.inf)
-    top = _top_k(scores, k_max)
+    top, values, n_at_least_kth = _top_k(scores, k_max)
 
-    # non-relevant candidates at or above each relevant score (relevant ones removed first)
-    scores.scatter_(1, rel, -math.inf)
-    thresholds = rel_scores.masked_fill(~valid, math.inf)
-    nonrel_above = _count_at_least(scores, thresholds)
-    # relevant items ahead in (score desc, item index asc); slots are in ascending item order
-    order = (-thresholds).masked_fill(~valid, math.inf).sort(dim=1, stable=True).indices
+    # rank = 1 + #non-relevant candidates >= its score + #relevant ones ahead in (score desc,
+    # item index asc), where #non-relevant >= s = #candidates >= s - #valid relevant >= s.
+    # Relevant items, sorted by that key (invalid slots last; slots are in ascending item order):
+    key = (-rel_scores).masked_fill(~valid, math.inf)
+    key_sorted, order = key.sort(dim=1, stable=True)
     n_slots = rel.shape[1]
     positions = torch.arange(n_slots, device=dev).expand(n_rows, n_slots)
     rel_above = torch.empty_like(order).scatter_(1, order, positions)
-    ranks = (1 + nonrel_above + rel_above).masked_fill(~valid, M.NO_RANK)
+    rel_at_least = torch.searchsorted(key_sorted, key, right=True)  # itself included
+
+    if full:
+        ranked = valid
+        at_least = _count_at_least(scores, rel_scores.masked_fill(~valid, math.inf))
+    else:
+        # Why this is exact: with v = values[:, -1] the k_max-th largest candidate score, a
+        # target scoring s < v has >= k_max candidates strictly above it, so its rank is > k_max
+        # and it is a miss at every K. A target with s >= v is counted exactly from the top-k
+        # values: every candidate scoring > v is among them, so for s > v #candidates >= s =
+        # #values >= s; for s == v (ties at the threshold, possibly beyond the list: they count
+        # against the target) it is #entries >= v of the whole row, which _top_k counted.
+        # Masked items read -inf < s and are never counted; fewer than k_max candidates means
+        # v = -inf and every valid target is ranked.
+        kth = values[:, -1:]
+        ranked = valid & (rel_scores >= kth)
+        ascending = values.flip(1).contiguous()
+        in_top = values.shape[1] - torch.searchsorted(ascending, rel_scores.contiguous())
+        at_least = torch.where(rel_scores == kth, n_at_least_kth.long(), in_top)
+    ranks = (1 + (at_least - rel_at_least) + rel_above).masked_fill(~ranked, M.NO_RANK)
 
     if top.shape[1] < k_max:  # catalogue smaller than K
         top = torch.nn.functional.pad(top, (0, k_max - top.shape[1]), value=-1)
@@ -235,6 +267,7 @@ def evaluate(
     item_vectors: np.ndarray | None = None,
     progress: bool = False,
     keep_topk: bool = False,
+    auc: bool = True,
 ) -> EvalResult:
     """Full-ranking evaluation of ``score_fn`` on ``targets`` with ``history`` masked.
 
@@ -244,6 +277,8 @@ def evaluate(
     item_popularity: train interaction count per item (n_items + 1,) for novelty; item_vectors:
     (n_items + 1, D) for intra-list diversity. Chunks hold at most ``batch_users`` users and
     ~8M score cells. See the module docstring for the protocol and the metric keys.
+    auc=False leaves out ``AUC``, the one metric that needs the exact rank of every target: the
+    others only need ranks up to max(ks), which come from the top-k lists (several times faster).
     """
     start = time.perf_counter()
     history, targets, ks, users, skipped = _prepare(history, targets, ks, users)
@@ -264,11 +299,12 @@ def evaluate(
             u = users[order[lo:lo + chunk]]
             scores = _score_chunk(score_fn, u, n_cols)
             tgt = targets[u]
-            ranks, n_valid, top = _rank_chunk(scores, history[u], tgt, k_max)
+            ranks, n_valid, top = _rank_chunk(scores, history[u], tgt, k_max, full=auc)
             n_rel = np.diff(tgt.indptr)
             values = {f"{name}@{k}": fn(ranks, n_rel, k)
                       for k in ks for name, fn in M.RANK_METRICS.items()}
-            values["AUC"] = M.auc(ranks, n_rel, n_candidates[u] - n_valid)
+            if auc:
+                values["AUC"] = M.auc(ranks, n_rel, n_candidates[u] - n_valid)
             values.update(_list_metrics(top, ks, item_popularity, item_vectors, history.shape[0]))
             for key, val in values.items():
                 parts.setdefault(key, []).append(val)
