@@ -671,6 +671,7 @@ def section_ablation(record_rows: bool) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    global PEER_BUDGET_MIN
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default=",".join(SECTIONS),
                     help=f"comma-separated sections: {', '.join(SECTIONS)}")
@@ -683,6 +684,12 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true",
                     help="continue jobs that stopped on train.max_minutes from their checkpoint "
                          "(the budget restarts), reuse the finished ones")
+    ap.add_argument("--peer-minutes", type=float, default=None,
+                    help=f"wall-clock train+valid budget of each side of the peer run "
+                         f"(default {PEER_BUDGET_MIN:g})")
+    ap.add_argument("--start-recbole", type=Path, default=None, metavar="DIR",
+                    help="only start RecBole's side of the peer run in DIR and exit (then run "
+                         "--only peer --peer-dir DIR)")
     ap.add_argument("--note", default="", help="text appended to the machine column")
     ap.add_argument("--parallel", type=int, default=1,
                     help="train up to this many jobs of a section at once (one thread each)")
@@ -699,6 +706,11 @@ def main() -> None:
         if not os.environ.get(env):
             print(f"warning: {env} is not set", file=sys.stderr)
     global REUSE, PARALLEL, RESUME, NOTE
+    PEER_BUDGET_MIN = a.peer_minutes or PEER_BUDGET_MIN
+    if a.start_recbole:
+        proc = _start_recbole(a.start_recbole, PEER_BUDGET_MIN)
+        print(f"RecBole started (pid {proc.pid}) in {a.start_recbole}")
+        return
     REUSE, PARALLEL, RESUME = a.reuse, a.parallel, a.resume
     NOTE = f"; {a.note}" if a.note else ""
     record_rows = not a.no_record
