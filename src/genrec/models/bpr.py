@@ -85,3 +85,29 @@ class BPR(nn.Module):
         scores = self.user_emb(batch.users) @ self.item_emb.weight.T  # (B, N + 1)
         scores[:, 0] = -math.inf
         return scores
+
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items + 1, D) the item vectors ``score`` multiplies user vectors with; row 0 = PAD."""
+        return self.item_emb.weight
+
+    def score_history(self, items: torch.Tensor) -> torch.Tensor:
+        """(n_items + 1,) scores for a user given only by an item history (item_idx), by fold-in.
+
+        An approximation: BPR learns a free vector per training user and no encoder from items
+        to users, so a user it never saw (or a known user with an edited history) gets the mean
+        of the history's item vectors as user vector. Repeated items count once, as in the
+        distinct training pairs; order is ignored. Column 0 (PAD) is -inf.
+
+        Example:
+            >>> model = BPR(BPRConfig(n_users=2, n_items=5, dim=4))
+            >>> model.score_history(torch.tensor([1, 3, 3])).shape
+            torch.Size([6])
+        """
+        n = self.config.n_items
+        if items.ndim != 1 or not len(items) or not 0 < items.min() <= items.max() <= n:
+            raise ValueError(f"bpr.score_history needs a non-empty 1-D history of item_idx in "
+                             f"1..{n}, got {items.tolist()[:20]}")
+        table = self.item_vectors()  # (N + 1, D)
+        scores = table @ table[torch.unique(items)].mean(0)  # (N + 1,)
+        scores[0] = -math.inf
+        return scores

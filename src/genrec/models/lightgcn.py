@@ -261,3 +261,27 @@ class LightGCN(nn.Module):
         scores = users[batch.users] @ items.T  # (B, N + 1)
         scores[:, 0] = -math.inf
         return scores
+
+    def item_vectors(self) -> torch.Tensor:
+        """(n_items + 1, D') the final item embeddings ``score`` uses: after propagation and,
+        with ``fusion``, fused with the text part (D' = 2D for concat); row 0 = PAD. Cached
+        without grad like ``score``; with grad on, it propagates the whole graph."""
+        return self._embeddings_for_scoring()[1]
+
+    def score_history(self, items: torch.Tensor) -> torch.Tensor:
+        """(n_items + 1,) scores for a user given only by an item history (item_idx), by fold-in.
+
+        An approximation: LightGCN learns a free ego vector per training user and no encoder
+        from items to users, and the graph is fixed at ``set_graph``; a user it never saw (or a
+        known user with an edited history) gets the mean of the history's final item vectors
+        (``item_vectors``) as user vector, not a re-propagated one. Repeated items count once,
+        as in the binary graph; order is ignored. Column 0 (PAD) is -inf.
+        """
+        n = self.config.n_items
+        if items.ndim != 1 or not len(items) or not 0 < items.min() <= items.max() <= n:
+            raise ValueError(f"lightgcn.score_history needs a non-empty 1-D history of item_idx "
+                             f"in 1..{n}, got {items.tolist()[:20]}")
+        table = self.item_vectors()  # (N + 1, D')
+        scores = table @ table[torch.unique(items)].mean(0)  # (N + 1,)
+        scores[0] = -math.inf
+        return scores

@@ -5,16 +5,23 @@ builds, once: the item catalogue (raw ids, titles, text, local image paths), raw
 known-interactions matrix, item popularity, the item-item similarity source and the text index
 for search. Every request then only scores.
 
-Scoring an explicit item history works for both model contracts:
+Scoring an explicit item history works for every model contract:
 
 - history-matrix models (popularity, ItemCF, EASE): ``score(users, history)`` on a 1-row CSR;
 - sequence models (``input_kind = "sequence"``: SASRec, HSTU): a one-row ``SeqBatch`` of the last
   ``max_len`` items. An explicit history carries no times, so it is fed as one session (every
   timestamp equal); known users are fed their real sequence with real timestamps.
+- pair models (``input_kind = "pairs"``: BPR, LightGCN): a known user is scored by user index,
+  ``score(PairBatch(users))``, from the training graph, as ``genrec.runs`` evaluates them. An
+  explicit history is folded in (``model.score_history``): the user vector is the mean of the
+  history's final item vectors (after propagation and text fusion for LightGCN). That is an
+  approximation, since these models learn no encoder from items to users; a known user with
+  no training interaction (the model never saw them) is folded in from their known items
+  rather than served ``genrec.runs``' popularity fallback.
 
 ``similar`` uses the model's own item-item structure when it has one (EASE weights, the ItemCF
-similarity matrix, a sequence model's item table by cosine), else item co-occurrence cosine over
-every known interaction.
+similarity matrix, a sequence model's item table or a pair model's final item vectors by
+cosine), else item co-occurrence cosine over every known interaction.
 
 Example:
     >>> b = load_bundle("runs/ease_amazon-beauty_loo", search="tfidf")     # doctest: +SKIP
@@ -33,7 +40,7 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
-from genrec.data.batches import SeqBatch, eval_batch, user_sequences
+from genrec.data.batches import PairBatch, SeqBatch, eval_batch, user_sequences
 from genrec.data.dataset import DataError
 from genrec.runs import Run, load_run
 from genrec.serving.search import TextIndex, build_text_index
@@ -82,6 +89,8 @@ class Bundle:
     _items: dict[str, int] = field(default_factory=dict, repr=False)
     _users: dict[str, int] = field(default_factory=dict, repr=False)
     _similar: Callable[[int], np.ndarray] | None = field(default=None, repr=False)
+    # pair models: (users,) True where a user has no training interaction, so no user vector
+    _untrained: np.ndarray | None = field(default=None, repr=False)
 
     # ---- catalogue ------------------------------------------------------------------------
     @property
@@ -111,20 +120,33 @@ class Bundle:
     def _sequence_model(self) -> bool:
         return getattr(self.run.model, "input_kind", None) == "sequence"
 
-    def _score_batch(self, batch: SeqBatch) -> np.ndarray:
+    def _pair_model(self) -> bool:
+        return getattr(self.run.model, "input_kind", None) == "pairs"
+
+    def _score_batch(self, batch: SeqBatch | PairBatch) -> np.ndarray:
         with torch.inference_mode():
             return self.run.model.score(batch).double().numpy()[0]
+
+    def _fold_in(self, items: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            scores = self.run.model.score_history(torch.as_tensor(items, dtype=torch.int64))
+            return scores.double().numpy()
 
     def _seen(self, u: int) -> np.ndarray:
         """item_idx user ``u`` interacted with (a CSR row without scipy's slicing overhead)."""
         return self.known.indices[self.known.indptr[u]:self.known.indptr[u + 1]]
 
     def score_user(self, u: int) -> np.ndarray:
-        """(n_items + 1,) scores from everything user ``u`` is known to have done."""
+        """(n_items + 1,) scores from everything user ``u`` is known to have done (a pair model:
+        its trained user vector, or the fold-in of the known items of a user it never saw)."""
         model = self.run.model
         if self._sequence_model():
             return self._score_batch(eval_batch(self.run.split, "all", np.array([u]),
                                                 model.config.max_len))
+        if self._pair_model():
+            if self._untrained[u]:  # no user vector was trained: fold in what they did
+                return self._fold_in(self._seen(u))
+            return self._score_batch(PairBatch(users=torch.tensor([u])))
         return np.asarray(model.score(np.array([u]), self.known), dtype=np.float64)[0]
 
     def score_history(self, items: np.ndarray) -> np.ndarray:
@@ -136,6 +158,8 @@ class Bundle:
             batch = SeqBatch(users=torch.tensor([-1]), items=recent,
                              timestamps=torch.zeros_like(recent))
             return self._score_batch(batch)
+        if self._pair_model():
+            return self._fold_in(items)
         row = sp.csr_matrix((np.ones(len(items), dtype=np.float32),
                              (np.zeros(len(items), dtype=np.int64), items)),
                             shape=(1, self.n_items + 1))
@@ -206,6 +230,14 @@ def _similarity(model: Any, known: sp.csr_matrix) -> tuple[str, Callable[[int], 
     sim = getattr(model, "sim", None)
     if sp.issparse(sim) and sim.shape == (n1, n1):
         return "ItemCF top-k cosine neighbours", lambda i: _sparse_row(sim.getrow(i), n1)
+    if getattr(model, "input_kind", None) == "pairs":
+        # the vectors score() uses: LightGCN's after propagation (and fusion), not item_emb;
+        # under inference_mode LightGCN propagates here once and caches it for every request
+        with torch.inference_mode():
+            vectors = torch.nn.functional.normalize(model.item_vectors().float(), dim=-1)
+        table = vectors.numpy()
+        return (f"{type(model).__name__} item vectors as scored (cosine)",
+                lambda i: (table @ table[i]).astype(np.float64))
     emb = getattr(model, "item_emb", None)
     if isinstance(emb, torch.nn.Embedding) and emb.weight.shape[0] == n1:
         table = torch.nn.functional.normalize(emb.weight.detach().float(), dim=-1).numpy()
@@ -316,6 +348,9 @@ def load_bundle(run_dir: str | Path, search: str = "auto", threads: int | None =
     popularity = np.asarray(known.sum(axis=0), dtype=np.float64).ravel()
     popularity[0] = 0.0
     source, similar = _similarity(run.model, known)
+    untrained = None
+    if getattr(run.model, "input_kind", None) == "pairs":
+        untrained = np.diff(run.split.train_matrix().indptr) == 0
     index = build_text_index(_search_texts(titles, details), search, cache_dir=Path(run_dir),
                              dataset_dir=run.dataset.path)
     users = run.dataset.users
@@ -323,6 +358,6 @@ def load_bundle(run_dir: str | Path, search: str = "auto", threads: int | None =
                     _items={str(r): i for i, r in enumerate(item_ids) if i},
                     _users=dict(zip(users["user_id"].cast(str).to_list(),
                                     users["user_idx"].to_list())),
-                    _similar=similar)
+                    _similar=similar, _untrained=untrained)
     bundle.load_seconds = round(time.perf_counter() - t0, 3)
     return bundle
