@@ -269,7 +269,8 @@ class TextSearch:
             self._tokenizer = load_tokenizer()
         return self._tokenizer
 
-    def _note(self, query: str) -> str | None:
+    def note(self, query: str) -> str | None:
+        """A warning for a query the tokenizer mostly cannot read (else None)."""
         unk = unknown_share(self.tokenizer(), query)
         if unk >= UNKNOWN_NOTE:
             return (f"{unk:.0%} of the query's word pieces are unknown to the MiniLM tokenizer "
@@ -313,7 +314,7 @@ class TextSearch:
         items = np.asarray(items, dtype=np.int64)[:k]
         return SearchResult(method, items, np.asarray(scores)[:k],
                             None if gen is None else gen[:k], None if ce is None else ce[:k],
-                            note=self._note(query),
+                            note=self.note(query),
                             titles=[str(self.titles[i]) for i in items],
                             item_ids=[str(self.item_ids[i]) for i in items])
 

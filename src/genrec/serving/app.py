@@ -179,8 +179,10 @@ def create_app(run_dir: str | Path | None = None, *, bundle: Bundle | None = Non
         """Items whose text best matches ``q``."""
         b, t0 = _bundle(request), time.perf_counter()
         items, scores = b.search(q, k)
+        note_for = getattr(b.search_index, "query_note", None)
         return SearchResponse(query=q, items=_scored(b, items, scores),
-                              encoder=b.search_index.name, latency_ms=_ms(t0))
+                              encoder=b.search_index.name, latency_ms=_ms(t0),
+                              note=note_for(q) if note_for else None)
 
     @app.get("/items/{item_id}", response_model=ItemDetails, responses=_ERRORS)
     async def item(item_id: ItemId, request: Request) -> ItemDetails:

@@ -43,7 +43,7 @@ import torch
 from genrec.data.batches import PairBatch, SeqBatch, eval_batch, user_sequences
 from genrec.data.dataset import DataError
 from genrec.runs import Run, load_run
-from genrec.serving.search import TextIndex, build_text_index
+from genrec.serving.search import GenerateRankIndex, TextIndex, build_text_index, is_search_run
 
 __all__ = ["Bundle", "Recommendation", "UnknownItemsError", "UnknownUserError", "check_run_dir",
            "load_bundle"]
@@ -331,7 +331,8 @@ def load_bundle(run_dir: str | Path, search: str = "auto", threads: int | None =
     """Load ``run_dir`` and build everything serving needs, once.
 
     ``search``: "minilm" (sentence-transformers bi-encoder over item text, faiss inner product),
-    "tfidf" (word TF-IDF, no model weights) or "auto" (minilm when its weights are installed).
+    "tfidf" (word TF-IDF, no model weights), "auto" (minilm when its weights are installed), or
+    the run directory of a `genrec search train` run (its generator + cross-encoder).
     ``threads``: CPU threads of torch, BLAS and faiss (process-wide; None leaves them alone).
     1 suits many concurrent small requests: each request then runs on one core.
     """
@@ -351,8 +352,11 @@ def load_bundle(run_dir: str | Path, search: str = "auto", threads: int | None =
     untrained = None
     if getattr(run.model, "input_kind", None) == "pairs":
         untrained = np.diff(run.split.train_matrix().indptr) == 0
-    index = build_text_index(_search_texts(titles, details), search, cache_dir=Path(run_dir),
-                             dataset_dir=run.dataset.path)
+    if is_search_run(search):  # a `genrec search train` run: generate-and-rank
+        index = GenerateRankIndex(search, [str(r) for r in item_ids])
+    else:
+        index = build_text_index(_search_texts(titles, details), search, cache_dir=Path(run_dir),
+                                 dataset_dir=run.dataset.path)
     users = run.dataset.users
     bundle = Bundle(run, item_ids, titles, details, images, known, popularity, index, source,
                     _items={str(r): i for i, r in enumerate(item_ids) if i},

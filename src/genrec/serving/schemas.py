@@ -90,6 +90,7 @@ class SearchResponse(BaseModel):
     items: list[ScoredItem]
     encoder: str = Field(description="the text encoder that answered")
     latency_ms: float
+    note: str | None = Field(None, description="e.g. a query the tokenizer mostly cannot read")
 
 
 class ItemDetails(BaseModel):
