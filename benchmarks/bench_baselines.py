@@ -472,6 +472,7 @@ def part_p2(out: Path, skip_ease: bool) -> None:
 
 
 def main() -> None:
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default=",".join(ORDER), help=f"comma list of {ORDER}")
@@ -485,9 +486,15 @@ def main() -> None:
                     help="OPENBLAS_NUM_THREADS for every process, genrec and RecBole; 1 on a "
                          "machine shared with other jobs (multi-threaded OpenBLAS Cholesky/LU "
                          "was 8-50x slower than 1 thread there)")
+    ap.add_argument("--threads", type=int, default=THREADS,
+                    help="torch threads of every genrec and RecBole process (OMP_NUM_THREADS); "
+                         "1 when other jobs share the cores (2 threads on a loaded machine "
+                         "oversubscribe: an ML-100k evaluation took 8x longer)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
+    THREADS = a.threads
     BLAS_ENV["OPENBLAS_NUM_THREADS"] = str(a.blas_threads)
+    BLAS_ENV["OMP_NUM_THREADS"] = str(a.threads)
     if a.worker:
         worker_main(a.worker)
         return

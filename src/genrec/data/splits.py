@@ -18,7 +18,7 @@ sequence. Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -43,27 +43,41 @@ class Split:
     n_users: int
     n_items: int  # real items; matrices have n_items + 1 columns (0 = PAD)
 
-    def _csr(self, frames: list[pl.DataFrame]) -> sp.csr_matrix:
-        df = pl.concat([f.select("user_idx", "item_idx") for f in frames])
-        u, i = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
-        m = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, i)),
-                          shape=(self.n_users, self.n_items + 1))
-        m.data[:] = 1.0  # duplicates (dedup off) still count once
+    # per-part binary CSR matrices, built once: the frames are treated as read-only
+    _parts: dict[str, sp.csr_matrix] = field(default_factory=dict, init=False, repr=False,
+                                             compare=False)
+
+    def _part(self, name: str) -> sp.csr_matrix:
+        if name not in self._parts:
+            df = getattr(self, name)
+            u, i = df["user_idx"].to_numpy(), df["item_idx"].to_numpy()
+            m = sp.csr_matrix((np.ones(len(u), dtype=np.float32), (u, i)),
+                              shape=(self.n_users, self.n_items + 1))
+            m.data[:] = 1.0  # duplicates (dedup off) still count once
+            self._parts[name] = m
+        return self._parts[name]
+
+    def _csr(self, names: list[str]) -> sp.csr_matrix:
+        """A fresh binary matrix of the union of the parts (the caller may modify it)."""
+        m = self._part(names[0]).copy()
+        for name in names[1:]:
+            m = m + self._part(name)  # a sorted merge of two CSR matrices, no re-sort
+        m.data[:] = 1.0
         return m
 
     def train_matrix(self) -> sp.csr_matrix:
-        return self._csr([self.train])
+        return self._csr(["train"])
 
     def history(self, stage: Stage) -> sp.csr_matrix:
         """What the model may see (and what is masked) when predicting ``stage``."""
-        return self._csr([self.train] if stage == "valid" else [self.train, self.valid])
+        return self._csr(["train"] if stage == "valid" else ["train", "valid"])
 
     def known(self) -> sp.csr_matrix:
         """Every interaction (train + valid + test): what serving sees and never recommends back."""
-        return self._csr([self.train, self.valid, self.test])
+        return self._csr(["train", "valid", "test"])
 
     def targets(self, stage: Stage) -> sp.csr_matrix:
-        return self._csr([self.valid if stage == "valid" else self.test])
+        return self._csr(["valid" if stage == "valid" else "test"])
 
     def sequences(self, stage: Stage | Literal["train"]) -> list[np.ndarray]:
         """Per-user time-ordered item sequences of what is known before ``stage``."""
