@@ -161,9 +161,12 @@ def worker(spec_path: Path, out_path: Path) -> None:
     run = Run(cfg, model, ds, split)
     curve_path = Path(spec["curve"]) if spec.get("curve") else None
     run_dir = Path(out_path).with_suffix(".run")  # trainer checkpoints: a cut-off job resumes
-    prev = json.loads(Path(out_path).read_text()) if spec.get("resume") else None
+    resume = bool(spec.get("resume"))
+    prev = json.loads(Path(out_path).read_text()) if resume and Path(out_path).is_file() else None
+    cut = (_cut_invocations(curve_path, prev) if resume
+           else {"n": 0, "cpu": 0.0, "wall": 0.0, "fit": 0.0})
     t_fit = time.time()
-    epoch = [prev["epochs_run"] if prev else 0]
+    epoch = [_epochs_logged(curve_path) if resume else 0]
 
     def validate() -> dict[str, float]:
         both = _evaluate_both(run, "valid", ks)
@@ -187,10 +190,10 @@ def worker(spec_path: Path, out_path: Path) -> None:
     steps = n_train_batches(split, cfg.train.batch_size)
     if curve_path is not None:
         start = {"event": "fit_start", "t_process": round(t_fit - t_proc, 2)}
-        with curve_path.open("a" if prev else "w") as fh:
-            fh.write(json.dumps({**start, "resumed": bool(prev)}) + "\n")
+        with curve_path.open("a" if resume else "w") as fh:
+            fh.write(json.dumps({**start, "resumed": resume}) + "\n")
     result = fit(model, cfg.train, batches, validate, run_dir=run_dir, steps_per_epoch=steps,
-                 resume=bool(prev))
+                 resume=resume)
     fit_seconds = time.time() - t_fit
 
     t = time.time()
@@ -222,15 +225,47 @@ def worker(spec_path: Path, out_path: Path) -> None:
         "test_seconds": round(test_seconds, 2),
         "score_ms_per_1k_users": round(1000 * test["score_seconds"] / len(test["users"]) * 1000, 1),
         # a resumed job adds up its invocations (each one reloads data and the checkpoint)
-        "invocations": (prev["invocations"] if prev else 0) + 1,
-        "fit_seconds": round(fit_seconds + (prev["fit_seconds"] if prev else 0), 1),
-        "wall_seconds": round(time.time() - t_proc + (prev["wall_seconds"] if prev else 0), 1),
-        "cpu_seconds": round(ru.ru_utime + ru.ru_stime + (prev["cpu_seconds"] if prev else 0), 1),
+        # plus invocations that were killed (no result written): their time up to their last
+        # logged validation, from the curve file (a lower bound)
+        "invocations": (prev["invocations"] if prev else 0) + cut["n"] + 1,
+        "killed_invocations": (prev.get("killed_invocations", 0) if prev else 0) + cut["n"],
+        "fit_seconds": round(fit_seconds + (prev["fit_seconds"] if prev else 0) + cut["fit"], 1),
+        "wall_seconds": round(time.time() - t_proc + (prev["wall_seconds"] if prev else 0)
+                              + cut["wall"], 1),
+        "cpu_seconds": round(ru.ru_utime + ru.ru_stime + (prev["cpu_seconds"] if prev else 0)
+                             + cut["cpu"], 1),
         "peak_rss_mb": round(max(ru.ru_maxrss / 1024, prev["peak_rss_mb"] if prev else 0), 1),
         "threads": torch.get_num_threads(), "loadavg_end": os.getloadavg(),
         "history": result.history,
     }
     Path(out_path).write_text(json.dumps(out, indent=1))
+
+
+def _curve_segments(curve_path: Path | None) -> list[list[dict[str, Any]]]:
+    """The curve file's rows, one list per invocation (each starts with a fit_start event)."""
+    if curve_path is None or not curve_path.is_file():
+        return []
+    segments: list[list[dict[str, Any]]] = []
+    for row in map(json.loads, curve_path.read_text().splitlines()):
+        if row.get("event") == "fit_start" or not segments:
+            segments.append([])
+        segments[-1].append(row)
+    return segments
+
+
+def _epochs_logged(curve_path: Path | None) -> int:
+    """Validations logged so far over every invocation = epochs the checkpoint holds."""
+    return sum("epoch" in r for seg in _curve_segments(curve_path) for r in seg)
+
+
+def _cut_invocations(curve_path: Path | None, prev: dict[str, Any] | None) -> dict[str, Any]:
+    """Invocations after the last result JSON that were killed before writing one: how many, and
+    their CPU / wall / fit seconds up to their last logged validation."""
+    killed = [seg for seg in _curve_segments(curve_path)[prev["invocations"] if prev else 0:]
+              if any("epoch" in r for r in seg)]
+    last = [[r for r in seg if "epoch" in r][-1] for seg in killed]
+    return {"n": len(killed), "cpu": sum(r.get("cpu", 0.0) for r in last),
+            "wall": sum(r["t_process"] for r in last), "fit": sum(r["t_fit"] for r in last)}
 
 
 # ---- driver ----------------------------------------------------------------------------------
@@ -279,7 +314,9 @@ def _run_all(jobs: list[tuple[str, str, list[str], str]]) -> list[dict[str, Any]
         done = OUT_DIR / f"{tag}.json"
         prev = json.loads(done.read_text()) if done.is_file() else None
         same = prev is not None and (prev["preset"], prev["sets"]) == (preset, sets)
-        resume = RESUME and same and prev["stop_reason"] == "time_budget"
+        # a job stopped by its time budget, or killed (a checkpoint but no result JSON)
+        killed = prev is None and (OUT_DIR / f"{tag}.run" / "checkpoint.pt").is_file()
+        resume = RESUME and ((same and prev["stop_reason"] == "time_budget") or killed)
         if REUSE and same and not resume:
             results[tag] = prev
             continue
@@ -480,6 +517,11 @@ run_recbole.main()
 
 
 PEER_BUDGET_MIN = 50.0  # train + valid minutes for each side of the time-to-quality run
+# genrec's learning rate for the time-to-quality run, chosen on VALIDATION: with batch 128 genrec
+# takes 175 steps per Beauty epoch (one sequence per user) where RecBole takes 1,027 (one per
+# prefix), so RecBole's lr 1e-3 under-trains genrec per epoch. Probe (3 epochs, masked valid
+# NDCG@10 after each): lr 1e-3 0.0158 / 0.0291 / 0.0427, lr 4e-3 0.0235 / 0.0424 / 0.0557.
+PEER_SETS = ["train.lr=0.004"]
 
 
 def _start_recbole(peer_dir: Path, budget_min: float) -> subprocess.Popen:
@@ -519,7 +561,7 @@ def section_peer(peer_dir: Path | None, record_rows: bool) -> dict[str, Any]:
     print(f"[peer] genrec SASRec side by side with RecBole in {peer_dir} ({_load()})", flush=True)
     # the same wall-clock budget as RecBole's, so that genrec is not cut off before RecBole's best
     g = _run("sasrec-ce-ttq", "configs/sasrec_beauty_p1.toml",
-             [f"train.max_minutes={PEER_BUDGET_MIN}"], "peer_genrec", select="unmasked",
+             [*PEER_SETS, f"train.max_minutes={PEER_BUDGET_MIN}"], "peer_genrec", select="unmasked",
              curve=curve)
     if proc is not None:
         proc.wait()
@@ -584,8 +626,9 @@ def peer_row(rb: dict[str, Any], rb_curve: list[dict[str, Any]], g: dict[str, An
         "wall time": f"RecBole {rb['total_seconds']:.0f} s, genrec {g['wall_seconds']:.0f} s",
         "CPU time": f"genrec {g['cpu_seconds']:.0f} s",
         "peak memory": f"RecBole {rb['peak_rss_mb']:.0f} MB, genrec {g['peak_rss_mb']:.0f} MB RSS",
-        "machine": f"{_machine()}, 1 torch thread each, started together, {_load()}",
-        "command": ".venv/bin/python benchmarks/bench_sequential.py --only peer",
+        "machine": f"{_machine()}, 1 torch thread each, {_load()}{NOTE}",
+        "command": ".venv/bin/python benchmarks/bench_sequential.py --only peer "
+                   f"(genrec: configs/sasrec_beauty_p1.toml --set {' --set '.join(PEER_SETS)})",
     }
     return summary, row
 
