@@ -1,6 +1,7 @@
 """Retrieval benchmarks: faiss ANN against exact search, and multi-channel recall HitRate.
 
-    .venv/bin/python benchmarks/bench_retrieval.py [--only ann,recall,ablation] [--out FILE]
+    .venv/bin/python benchmarks/bench_retrieval.py [--only ann,recall,ablation,ablation-slices]
+                                                   [--out FILE]
 
     ann     "Retrieval — faiss vs exact"  A two-tower trained on Gowalla (LightGCN's fixed split,
             40,981 items: the largest catalogue in ../shared/data with training interactions;
@@ -20,6 +21,15 @@
             fusion none / sum / concat x user / item text on-off on P3 (ratio 8:1:1): the 7
             distinct configurations (fusion=none ignores the flags; sum/concat need one side on).
             Needs MiniLM item vectors: ``genrec embed items --data ml-100k --encoder minilm``.
+            Each row also reports the test split on its cold slices (see ablation-slices).
+    ablation-slices  Rewrites that table from the saved runs, training nothing: every run
+            directory is reloaded (``genrec.runs.load_run``) and its test split re-evaluated with
+            top-20 lists kept (``evaluate_run``), then reported overall, on cold users (the
+            coldest 20% of test users by training interactions, ties at the cut-off included)
+            and on cold items (Recall/NDCG@20 over only the test targets whose item is among
+            the coldest 20% of the catalogue by training interactions, averaged over the users
+            with at least one such target). Selection stays on validation (*); the slices are
+            only reported, with paired bootstrap intervals against fusion=none.
 
 Runs are trained once into benchmarks/out/retrieval/<dataset>_<model> (the ablation into
 ablate_lightgcn_ml100k/, resumable) and reused (delete the folder to retrain). Data comes from
@@ -29,7 +39,9 @@ $GENREC_DATA, prepared datasets from $GENREC_HOME.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import math
 import os
 import resource
 import sys
@@ -42,13 +54,14 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _record import record  # noqa: E402
+from _record import COLUMNS, record  # noqa: E402
 
 from genrec.data.batches import eval_batch  # noqa: E402
+from genrec.evaluation import metrics as M  # noqa: E402
 from genrec.pipeline.recall import (ann_channel, popularity_channel, recall_report,  # noqa: E402
                                     run_channel)
 from genrec.retrieval import IndexConfig, ItemIndex, exact_search, recall_at_k  # noqa: E402
-from genrec.runs import load_run, make_config, train  # noqa: E402
+from genrec.runs import evaluate_run, load_run, make_config, train  # noqa: E402
 
 OUT = REPO / "benchmarks" / "out" / "retrieval"
 THREADS = 2  # the machine's cores: torch and faiss alike
@@ -229,44 +242,249 @@ LGCN_SETS = ["data.name=ml-100k", "data.split=ratio", "data.seed=2020", "eval.ks
 
 
 def bench_ablation(out: Path) -> None:
-    """The LightGCN semantic-fusion ablation through genrec.evaluation.ablation (resumable)."""
+    """The LightGCN semantic-fusion ablation through genrec.evaluation.ablation (resumable),
+    then its table rows with the cold slices (``bench_ablation_slices``)."""
     from genrec.evaluation.ablation import parse_grid, run_ablation
 
-    t0 = time.perf_counter()
     res = run_ablation(None, parse_grid(LGCN_GRID), OUT / "ablate_lightgcn_ml100k", LGCN_SETS,
                        model="lightgcn", metrics=["Recall@10", "NDCG@10", "Recall@20", "NDCG@20"],
                        say=lambda line: print(line, flush=True))
     print(res.files["md"].read_text(), flush=True)
-    for i, r in enumerate(res.rows):
-        info = json.loads((r.run_dir / "run.json").read_text())
+    bench_ablation_slices(out)
+
+
+COLD_SHARE = 0.2      # the coldest 20% of test users / of catalogue items, by training count
+SLICE_K = 20          # slices are reported at Recall@20 / NDCG@20
+DEEP_K = 100          # and cold items also at Recall@100: hardly any reaches a top 20
+N_BOOT = 2000         # paired bootstrap resamples (users) for the intervals against fusion=none
+
+
+def coldest(counts: np.ndarray, share: float = COLD_SHARE) -> tuple[np.ndarray, int]:
+    """(mask, cut-off c): entries with count <= c, c the smallest count such that at least
+    ``share`` of the entries have count <= c (ties at the cut-off are all included)."""
+    c = int(np.sort(counts)[max(math.ceil(share * len(counts)), 1) - 1])
+    return counts <= c, c
+
+
+def topk_metrics(topk: np.ndarray, targets, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row (Recall@k, NDCG@k) of top-k lists (rows aligned with ``targets``' rows, CSR),
+    with the metrics of ``genrec.evaluation.metrics``: a target's rank is its position in the
+    list (1-based), unlisted targets are misses, NaN for rows without a target."""
+    n_rel = np.diff(targets.indptr)
+    ranks = np.full((len(n_rel), max(int(n_rel.max()), 1)), M.NO_RANK, dtype=np.int64)
+    for i in range(len(n_rel)):
+        tgt = targets.indices[targets.indptr[i]:targets.indptr[i + 1]]
+        pos = np.flatnonzero(np.isin(topk[i, :k], tgt))
+        ranks[i, :len(pos)] = pos + 1
+    return M.recall_at_k(ranks, n_rel, k), M.ndcg_at_k(ranks, n_rel, k)
+
+
+def _paired_ci(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% paired bootstrap interval (resampling users) of mean(a) - mean(b)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(len(a), size=(N_BOOT, len(a)))
+    diff = (a - b)[idx].mean(axis=1)
+    return float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))
+
+
+def slice_report(run_dir: Path) -> dict:
+    """Re-evaluate a saved run's test split (no training) and measure it overall, on cold users
+    and on cold-item targets; per-user values are kept for the paired intervals."""
+    t0 = time.perf_counter()
+    run = load_run(run_dir)
+    split = run.split
+    run.config.eval.ks = sorted({*run.config.eval.ks, SLICE_K, DEEP_K})  # top-100 lists kept
+    res = evaluate_run(run, "test", keep_topk=True, auc=False)
+    users = res.users  # test users (with a target), rows of per_user and topk
+    targets = split.targets("test")[users]
+    train = split.train_matrix()
+    # overall from the top-20 lists must equal the evaluator's own per-user values (they differ
+    # only under exact score ties at the cut, which would make the cold-item numbers inexact)
+    rec, ndcg = topk_metrics(res.topk, targets, SLICE_K)
+    if not (np.allclose(rec, res.per_user[f"Recall@{SLICE_K}"])
+            and np.allclose(ndcg, res.per_user[f"NDCG@{SLICE_K}"])):
+        raise RuntimeError(f"{run_dir}: Recall/NDCG@{SLICE_K} from the top-{SLICE_K} lists differ "
+                           f"from the evaluator's (score ties at the cut?)")
+    user_train = np.diff(train.indptr)[users]
+    cold_u, u_cut = coldest(user_train)
+    item_train = np.asarray((train > 0).sum(axis=0)).ravel()
+    cold_i, i_cut = coldest(item_train[1:])
+    cold_i = np.concatenate([[False], cold_i])  # column 0 is PAD
+    cold_t = targets.multiply(cold_i[None, :].astype(np.float32)).tocsr()
+    cold_t.eliminate_zeros()
+    has = np.diff(cold_t.indptr) > 0
+    ci_rec, ci_ndcg = topk_metrics(res.topk[has], cold_t[has], SLICE_K)
+    ci_deep, _ = topk_metrics(res.topk[has], cold_t[has], DEEP_K)
+    n_cold = np.diff(cold_t.indptr)[has]
+    hits = {k: int(round(float((r * n_cold).sum()))) for k, r in ((SLICE_K, ci_rec),
+                                                                  (DEEP_K, ci_deep))}
+    return {
+        "overall": (rec, ndcg), "cold users": (rec[cold_u], ndcg[cold_u]),
+        "cold items": (ci_rec, ci_ndcg), "cold items deep": (ci_deep,),
+        "cold item hits": hits, "metrics": res.metrics, "seconds": time.perf_counter() - t0,
+        "info": {"n_test_users": len(users), "user_cut": u_cut, "n_cold_users": int(cold_u.sum()),
+                 "n_items": len(item_train) - 1, "item_cut": i_cut,
+                 "n_cold_items": int(cold_i.sum()),
+                 "n_items_unseen": int((item_train[1:] == 0).sum()),
+                 "n_cold_targets": int(cold_t.nnz), "n_test_targets": int(targets.nnz),
+                 "n_cold_item_users": int(has.sum()), "n_users": split.n_users},
+    }
+
+
+def reset_table(path: Path, title: str, intro: str, header: list[str]) -> None:
+    """Replace the section under ``## title`` (or add it) with its paragraph and header row."""
+    heading = f"## {title}"
+    path.touch(exist_ok=True)
+    with path.open("r+", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # _record.record takes the same lock
+        lines = fh.read().splitlines() or ["# Benchmarks"]
+        section = [heading, "", intro, "", "| " + " | ".join(header) + " |",
+                   "|" + "---|" * len(header)]
+        if heading not in lines:
+            while lines and not lines[-1].strip():
+                lines.pop()
+            lines += ["", *section]
+        else:
+            start = lines.index(heading)
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                       len(lines))
+            lines[start:end] = section + ([""] if end < len(lines) else [])
+        fh.seek(0)
+        fh.write("\n".join(lines) + "\n")
+        fh.truncate()
+
+
+SLICE_KEYS = ["overall", "cold users", "cold items", "cold items deep"]
+ABLATION_COLUMNS = ["fusion", "user text", "item text", "valid NDCG@10", "test Recall@10",
+                    "test NDCG@10", "test Recall@20", "test NDCG@20", "cold-user R@20",
+                    "cold-user N@20", "cold-item R@20", "cold-item N@20",
+                    f"cold-item R@{DEEP_K}", "notes"]
+
+
+def bench_ablation_slices(out: Path) -> None:
+    """The ablation table from the saved runs (nothing trained): overall and cold slices."""
+    root = OUT / "ablate_lightgcn_ml100k"
+    summary = root / "ablation.json"
+    if not summary.is_file():
+        raise SystemExit(f"{summary} is missing: run `--only ablation` first (trains the 7 runs)")
+    abl = json.loads(summary.read_text())
+    t0 = time.perf_counter()
+    rows = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 943 x 1,683 scores per run: one thread is plenty
+    for r in abl["rows"]:
+        rep = slice_report(root / "runs" / r["name"])
+        print(f"{r['name']}: re-evaluated in {rep['seconds']:.1f} s; R@20 overall "
+              f"{np.mean(rep['overall'][0]):.4f}, cold users "
+              f"{np.mean(rep['cold users'][0]):.4f}, cold items "
+              f"{np.mean(rep['cold items'][0]):.4f} (R@{DEEP_K} "
+              f"{np.mean(rep['cold items deep'][0]):.4f})", flush=True)
+        rows.append((r, rep))
+    torch.set_num_threads(threads)
+    total_s = time.perf_counter() - t0
+    infos = [rep["info"] for _, rep in rows]
+    if any(i != infos[0] for i in infos):
+        raise RuntimeError("the runs of the ablation do not share one split")
+    info = infos[0]
+    base = next((i for i, (r, _) in enumerate(rows) if r["values"]["params.fusion"] == "none"),
+                None)
+
+    # mean per slice and metric, the best configuration of each, and the change against none
+    means = [{(s, m): float(np.mean(vals)) for s in rep if s in SLICE_KEYS
+              for m, vals in enumerate(rep[s])} for _, rep in rows]
+
+    def tops(values: list[float]) -> set[int]:
+        """The best rows (all of them on a tie), none when every row has the same value."""
+        hi = max(values)
+        return set() if min(values) == hi else {i for i, v in enumerate(values) if v == hi}
+
+    best = {key: tops([m[key] for m in means]) for key in means[0]}
+    tests = {m: tops([r["test"][m] for r, _ in rows]) for m in abl["metrics"]}
+
+    def cell(i: int, s: str, m: int) -> str:
+        v = means[i][(s, m)]
+        text = f"**{v:.4f}**" if i in best[(s, m)] else f"{v:.4f}"
+        if base is not None and i != base:
+            b = means[base][(s, m)]
+            text += f" ({100 * (v / b - 1):+.1f}%)" if b > 0 else f" ({v - b:+.4f})"
+        return text
+
+    intro = (f"LightGCN on ml-100k, P3 (ratio 8:1:1, seed 2020): fusion none / sum / concat x "
+             f"user / item text, the 7 distinct configurations. Full ranking, history masked. "
+             f"The configuration is selected on validation NDCG@10 (*); the test columns are only "
+             f"reported, **bold** = best configuration in that column, (±x%) = change against "
+             f"fusion=none (absolute where none scores 0). Slices of the test split, from the "
+             f"saved runs (nothing retrained; `--only ablation-slices` re-evaluates them): "
+             f"**overall** = all "
+             f"{info['n_test_users']} test users; **cold users** = the "
+             f"{COLD_SHARE:.0%} of test users with the fewest training interactions, i.e. "
+             f"<= {info['user_cut']} (ties included: {info['n_cold_users']} users, "
+             f"{info['n_cold_users'] / info['n_test_users']:.1%}), their usual per-user Recall@20 "
+             f"/ NDCG@20 averaged; **cold items** = the {COLD_SHARE:.0%} of the "
+             f"{info['n_items']:,} items with the fewest training interactions, i.e. <= "
+             f"{info['item_cut']} (ties included: {info['n_cold_items']} items, "
+             f"{info['n_cold_items'] / info['n_items']:.1%}, {info['n_items_unseen']} of them "
+             f"never in training); per user, Recall@20 / NDCG@20 with only the test targets that "
+             f"are cold items as relevant (the user's full ranking unchanged: other test targets "
+             f"stay candidates), averaged over the {info['n_cold_item_users']} users with at "
+             f"least one such target ({info['n_cold_targets']} of the "
+             f"{info['n_test_targets']:,} test targets); hardly any cold item reaches a top 20, so "
+             f"cold-item Recall@{DEEP_K} is given too. Notes give 95% paired bootstrap "
+             f"intervals (users, {N_BOOT} resamples) of the change against fusion=none.")
+    reset_table(out, ABLATION_TABLE, intro, COLUMNS + ABLATION_COLUMNS)
+    peak = peak_mb()
+    for i, (r, rep) in enumerate(rows):
+        run_info = json.loads((root / "runs" / r["name"] / "run.json").read_text())
+        note = ""
+        if base is not None and i != base:
+            parts = []
+            for s, label in (("overall", "R@20 overall"), ("cold users", "cold-user R@20"),
+                             ("cold items deep", f"cold-item R@{DEEP_K}")):
+                lo, hi = _paired_ci(rep[s][0], rows[base][1][s][0])
+                parts.append(f"{label} [{lo:+.4f}, {hi:+.4f}]")
+            note = "change vs none, 95% CI: " + ", ".join(parts) + "; "
+        hits = rep["cold item hits"]
+        note += (f"cold-item targets in the top {SLICE_K} / {DEEP_K}: {hits[SLICE_K]} / "
+               f"{hits[DEEP_K]} of {info['n_cold_targets']}; ")
         record(ABLATION_TABLE, {
-            "dataset": "ml-100k (943 users, 1,682 items)",
+            "dataset": f"ml-100k ({info['n_users']:,} users, {info['n_items']:,} items)",
             "protocol": "P3 ratio 8:1:1 seed 2020; 50 epochs each (lr 2e-3, batch 2048, dim 64, "
                         "3 layers), weights of the best validation NDCG@10",
-            "fusion": r.values["params.fusion"], "user text": r.values["params.user_semantic"],
-            "item text": r.values["params.item_semantic"],
-            "valid NDCG@10": f"{r.valid['NDCG@10']:.4f}" + (" *" if i == res.selected else ""),
-            **{f"test {m}": f"{r.test[m]:.4f}" for m in res.metrics},
-            "metrics": f"best epoch {info['train']['best_epoch']} of "
-                       f"{info['train']['epochs_run']}; * = selected on validation",
-            "wall time": f"fit {r.fit_seconds:.0f} s "
-                         f"({info['train']['sec_per_epoch']:.1f} s/epoch)",
-            "peak memory": "–",
-            "notes": f"minilm item vectors (items without one: "
-                     f"{info.get('content', {}).get('n_without_vector', '–')}); ablation "
-                     f"outputs in {res.files['md'].parent.relative_to(REPO)}; all rows "
-                     f"{time.perf_counter() - t0:.0f} s (cached runs are read back)"}, out)
+            "fusion": r["values"]["params.fusion"],
+            "user text": r["values"]["params.user_semantic"],
+            "item text": r["values"]["params.item_semantic"],
+            "valid NDCG@10": (f"{r['valid'][abl['select_metric']]:.4f}"
+                              + (" *" if i == abl["selected"] else "")),
+            **{f"test {m}": f"**{r['test'][m]:.4f}**" if i in tests[m] else f"{r['test'][m]:.4f}"
+               for m in abl["metrics"] if m not in ("Recall@20", "NDCG@20")},  # those: cell()
+            "test Recall@20": cell(i, "overall", 0), "test NDCG@20": cell(i, "overall", 1),
+            "cold-user R@20": cell(i, "cold users", 0), "cold-user N@20": cell(i, "cold users", 1),
+            "cold-item R@20": cell(i, "cold items", 0), "cold-item N@20": cell(i, "cold items", 1),
+            f"cold-item R@{DEEP_K}": cell(i, "cold items deep", 0),
+            "metrics": f"best epoch {run_info['train']['best_epoch']} of "
+                       f"{run_info['train']['epochs_run']}; * = selected on validation",
+            "wall time": f"fit {r['fit_seconds']:.0f} s "
+                         f"({run_info['train']['sec_per_epoch']:.1f} s/epoch); reload + test "
+                         f"re-evaluation {rep['seconds']:.1f} s",
+            "peak memory": f"re-evaluation {peak:.0f} MB (training not measured)",
+            "notes": f"{note}minilm item vectors (items without one: "
+                     f"{(run_info.get('content') or {}).get('n_without_vector', '–')}); "
+                     f"trained by "
+                     f"`--only ablation` ({run_info.get('created', '?')}); outputs in "
+                     f"{root.relative_to(REPO)}; all 7 re-evaluations {total_s:.0f} s"}, out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="ann,recall,ablation",
-                        help="comma list of: ann, recall, ablation")
+                        help="comma list of: ann, recall, ablation, ablation-slices (the "
+                             "ablation table from the saved runs, nothing trained)")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
     torch.set_num_threads(THREADS)
     OUT.mkdir(parents=True, exist_ok=True)
-    parts = {"ann": bench_ann, "recall": bench_recall, "ablation": bench_ablation}
+    parts = {"ann": bench_ann, "recall": bench_recall, "ablation": bench_ablation,
+             "ablation-slices": bench_ablation_slices}
     for part in args.only.split(","):
         parts[part.strip()](args.out)
 
