@@ -317,7 +317,7 @@ def _run_all(jobs: list[tuple[str, str, list[str], str]]) -> list[dict[str, Any]
         # a job stopped by its time budget, or killed (a checkpoint but no result JSON)
         killed = prev is None and (OUT_DIR / f"{tag}.run" / "checkpoint.pt").is_file()
         resume = RESUME and ((same and prev["stop_reason"] == "time_budget") or killed)
-        if REUSE and same and not resume:
+        if (REUSE or RESUME) and same and not resume:  # --resume reuses the finished ones
             results[tag] = prev
             continue
         while len(running) >= PARALLEL:
