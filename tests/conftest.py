@@ -36,6 +36,17 @@ def shared_data():
 
 
 @pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Every test on one torch thread: tiny ops on CI's 2 shared cores only wait on each other."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Never let a test write to the user's ~/.genrec."""
     monkeypatch.setenv("GENREC_HOME", str(tmp_path_factory.mktemp("genrec_home")))

@@ -41,9 +41,7 @@ Example:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +53,7 @@ import torch
 from torch import nn
 
 from genrec import __version__
+from genrec._files import atomic_dir
 from genrec.config import ConfigError, apply_overrides, from_dict, load_toml, to_dict, to_toml
 from genrec.data.batches import (PairBatch, eval_batch, n_pair_batches, n_train_batches,
                                  pair_batches, train_batches, user_sequences)
@@ -437,9 +436,7 @@ def save_run(run: Run, out: Path, metrics: dict[str, Any]) -> Path:
     A torch model's trainer files, written into ``out`` while it trained, are kept.
     """
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         (tmp / "config.toml").write_text(to_toml(to_dict(run.config)))
         (tmp / "run.json").write_text(json.dumps(run.info, indent=2))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -450,12 +447,6 @@ def save_run(run: Run, out: Path, metrics: dict[str, Any]) -> Path:
                     shutil.copy2(out / name, tmp / name)
         else:
             np.savez(tmp / "model.npz", **run.model.state_dict())
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     run.path = out
     return out
 

@@ -8,7 +8,6 @@ import csv
 import json
 
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
@@ -18,14 +17,6 @@ from genrec.evaluation.ablation import expand_grid, grid_keys, parse_grid, run_a
 from tests.training.test_trainer import planted_dataset
 
 BASE = ["eval.ks=[5,10]", "train.threads=1"]
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

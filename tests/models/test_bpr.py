@@ -20,14 +20,6 @@ from genrec.runs import _scorer, evaluate_run, load_run, make_config, recommend,
 N_USERS, N_ITEMS = 6, 12
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops on 2 shared cores: more threads only wait on each other
-    yield
-    torch.set_num_threads(before)
-
-
 def block_dataset(n_blocks: int = 6, users_per_block: int = 20, block: int = 12, per_user: int = 8,
                   seed: int = 0, late_users: int = 0):
     """Items come in ``n_blocks`` blocks; each user consumes ``per_user`` items of one block.

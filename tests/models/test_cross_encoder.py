@@ -25,14 +25,6 @@ POSITIVES = [[i] for i in range(1, N)]
 CANDIDATES = [[j for j in range(1, N) if j != i][:8] for i in range(1, N)]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _auc(ranker: CrossEncoderRanker) -> float:
     """Share of (positive, other item) pairs a training query orders correctly."""
     wins = []

@@ -16,15 +16,6 @@ from genrec.training import TrainConfig, fit
 N_ITEMS = 20
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one thread is fastest, and far faster on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def random_batch(gen: torch.Generator, B: int = 4, L: int = 8, n_items: int = N_ITEMS,
                  targets: bool = True) -> SeqBatch:
     """Left-padded random sequences with lengths 2..L, timestamps growing by varied gaps."""

@@ -25,14 +25,6 @@ N_ITEMS, L, C = 20, 6, 8
 MODELS = {"sasrec": (SASRec, SASRecConfig), "hstu": (HSTU, HSTUConfig)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops on 2 shared cores: more threads only wait on each other
-    yield
-    torch.set_num_threads(before)
-
-
 def vectors(n_items: int = N_ITEMS, absent: tuple[int, ...] = (2, 5)) -> torch.Tensor:
     """(n_items + 1, C) random content vectors; PAD and the ``absent`` items are zero rows."""
     v = torch.randn(n_items + 1, C, generator=torch.Generator().manual_seed(0))

@@ -28,14 +28,6 @@ R = np.array([[0, 1, 1, 0, 0, 0],
 N_USERS, N_ITEMS, C = 4, 5, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops on 2 shared cores: more threads only wait on each other
-    yield
-    torch.set_num_threads(before)
-
-
 def dense_normalized() -> np.ndarray:
     """D^-1/2 A D^-1/2 of [[0, R], [R^T, 0]] by definition, isolated nodes left at zero."""
     a = np.zeros((N_USERS + N_ITEMS + 1,) * 2)

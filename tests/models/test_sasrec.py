@@ -12,15 +12,6 @@ from genrec.models.sasrec import SASRec, SASRecConfig
 N_ITEMS, MAX_LEN = 30, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny ops on 2 shared cores: a second thread only adds synchronisation waits
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def model(**kw) -> SASRec:
     torch.manual_seed(0)
     cfg = dict(n_items=N_ITEMS, max_len=MAX_LEN, dim=16, n_layers=2, n_heads=2, dropout=0.0)

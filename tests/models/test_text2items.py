@@ -15,14 +15,6 @@ CODES = torch.tensor([[-1, -1, -1], [0, 0, 0], [0, 1, 0], [1, 0, 0], [1, 1, 0], 
 N_ITEMS = len(CODES) - 1
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer()

@@ -23,14 +23,6 @@ CODES = torch.tensor([[-1, -1, -1, -1],
                       [2, 1, 1, 0], [2, 1, 1, 1]])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def model(**kw) -> TIGER:
     torch.manual_seed(0)
     cfg = dict(n_items=N_ITEMS, id_sizes=SIZES, max_len=6, user_buckets=5, dim=16, ff_dim=32,

@@ -24,14 +24,6 @@ from genrec.training import TrainConfig, fit
 N_ITEMS, L = 20, 6
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops on 2 shared cores: more threads only wait on each other
-    yield
-    torch.set_num_threads(before)
-
-
 def model(seed: int = 0, **kw) -> TwoTower:
     torch.manual_seed(seed)
     return TwoTower(TwoTowerConfig(**{"n_items": N_ITEMS, "max_len": L, "dim": 16, **kw}))

@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from genrec.data.dataset import DataError
 from genrec.data.splits import Split
@@ -18,14 +17,6 @@ from genrec.pipeline.recall import (Channel, allocate, ann_channel, multi_channe
 from genrec.retrieval import IndexConfig, recall_at_k
 from genrec.runs import evaluate_run, make_config, train
 from tests.training.test_trainer import planted_dataset
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def frame(rows: list[tuple[int, int]]) -> pl.DataFrame:

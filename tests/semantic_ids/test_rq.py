@@ -15,14 +15,6 @@ from genrec.semantic_ids.store import build_semantic_ids, load_semantic_ids
 from tests.features import tiny_dataset
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def clustered(n_top: int = 8, n_sub: int = 4, per: int = 10, dim: int = 16, seed: int = 0):
     """Vectors around n_top far-apart centres, each split into n_sub nearer sub-centres; returns
     (vectors, top-cluster label)."""

@@ -12,14 +12,6 @@ from genrec.semantic_ids.trie import PrefixTrie, beam_search, brute_force_topk
 SIZES = [3, 4, 2]  # three levels: 24 possible sequences
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def valid_codes(n: int = 13, seed: int = 0) -> np.ndarray:
     every = np.array(list(itertools.product(*map(range, SIZES))))
     return every[np.random.default_rng(seed).choice(len(every), n, replace=False)]

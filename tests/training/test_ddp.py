@@ -37,14 +37,6 @@ N_ITEMS, MAX_LEN, WORLD = 30, 8, 2
 CFG = TrainConfig(epochs=2, lr=1e-2, seed=0, threads=1)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def sasrec() -> SASRec:
     torch.manual_seed(0)
     return SASRec(SASRecConfig(n_items=N_ITEMS, max_len=MAX_LEN, dim=16, n_layers=1, n_heads=2,

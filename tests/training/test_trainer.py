@@ -23,14 +23,6 @@ from genrec.training.trainer import TrainConfig, TrainResult, _lr_lambda, fit
 N_ITEMS, MAX_LEN = 30, 8
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny ops on 2 shared cores: more threads only wait on each other
-    yield
-    torch.set_num_threads(before)
-
-
 def planted_dataset(n_users: int = 120, seed: int = 0):
     """Items in one random cycle; every user walks 6-10 consecutive steps of it."""
     rng = np.random.default_rng(seed)

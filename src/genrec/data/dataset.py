@@ -19,15 +19,14 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
+
+from genrec._files import atomic_dir
 
 __all__ = ["Dataset", "DataError", "SCHEMA_VERSION", "INTERACTION_SCHEMA"]
 
@@ -107,10 +106,7 @@ class Dataset:
     def save(self, path: str | Path) -> Path:
         """Write atomically: into a temporary sibling directory, then rename into place."""
         path = Path(path).expanduser()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        tmp.chmod(0o755)  # mkdtemp makes it owner-only
-        try:
+        with atomic_dir(path) as tmp:
             self.interactions.write_parquet(tmp / "interactions.parquet")
             self.items.write_parquet(tmp / "items.parquet")
             self.users.write_parquet(tmp / "users.parquet")
@@ -118,12 +114,6 @@ class Dataset:
                     "n_users": self.n_users, "n_items": self.n_items,
                     "n_interactions": self.interactions.height}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-            if path.exists():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
         self.path = path
         self.meta = meta
         return path

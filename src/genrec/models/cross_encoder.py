@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
@@ -44,6 +43,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from genrec._files import atomic_dir
 
 __all__ = ["CrossEncoderConfig", "CrossEncoderRanker"]
 
@@ -322,21 +323,10 @@ class CrossEncoderRanker:
     def save(self, directory: Path) -> None:
         """Write ``ranker.json`` + ``model/`` to a temporary sibling, then rename it into place
         (an existing ranker there is replaced only once the new one is complete)."""
-        directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
+        with atomic_dir(directory) as tmp:
             self._ce.save(str(tmp / "model"), create_model_card=False)
             meta = {"format": 1, "config": asdict(self.config), "base_model": self.base_path}
             (tmp / _META).write_text(json.dumps(meta, indent=2))
-            old = directory.with_name(f".{directory.name}.old-{os.getpid()}")
-            if directory.exists():
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
 
     @classmethod
     def load(cls, directory: Path) -> "CrossEncoderRanker":

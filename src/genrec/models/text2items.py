@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from genrec.semantic_ids.trie import PrefixTrie, beam_search
+from genrec.semantic_ids.trie import SemanticIdItems, beam_search
 
 __all__ = ["Text2ItemsConfig", "Text2Items", "QueryBatch", "load_tokenizer", "unknown_share"]
 
@@ -115,7 +115,7 @@ def _t5(c: Text2ItemsConfig):
         decoder_start_token_id=0, tie_word_embeddings=False))
 
 
-class Text2Items(nn.Module):
+class Text2Items(SemanticIdItems, nn.Module):
     input_kind = "text"  # trained on QueryBatch (query tokens -> item), not user sequences
 
     def __init__(self, config: Text2ItemsConfig) -> None:
@@ -135,31 +135,7 @@ class Text2Items(nn.Module):
         self.head = nn.Linear(c.dim, int(sizes.sum()))
         # (n_items + 1, T) each item's ID; row 0 (PAD) is -1; saved with the weights
         self.register_buffer("codes", torch.full((c.n_items + 1, len(c.id_sizes)), -1))
-        self._trie: tuple[tuple[int, int], PrefixTrie] | None = None
         self._tokenizer: Any = None
-
-    def set_semantic_ids(self, codes: torch.Tensor | np.ndarray) -> None:
-        """Item semantic IDs (n_items + 1, T) aligned to item_idx (row 0 ignored)."""
-        codes = torch.as_tensor(codes, dtype=torch.int64)
-        if tuple(codes.shape) != tuple(self.codes.shape):
-            raise ValueError(f"text2items: semantic IDs of shape {tuple(codes.shape)}, expected "
-                             f"{tuple(self.codes.shape)} = (n_items + 1, levels)")
-        real = codes[1:]
-        if (real < 0).any() or (real >= torch.tensor(self.config.id_sizes)).any():
-            raise ValueError(f"text2items: semantic IDs must lie in [0, size) per level, sizes "
-                             f"{self.config.id_sizes}")
-        with torch.no_grad():
-            self.codes.copy_(codes)
-            self.codes[0] = -1
-
-    def trie(self) -> PrefixTrie:
-        """The prefix trie of the items' IDs (rebuilt when the codes change, e.g. on load)."""
-        key = (self.codes._version, self.codes.data_ptr())
-        if self._trie is None or self._trie[0] != key:
-            codes = self.codes[1:].cpu().numpy()
-            self._trie = (key, PrefixTrie(codes, ids=np.arange(1, len(codes) + 1),
-                                          sizes=list(self.config.id_sizes)))
-        return self._trie[1]
 
     # ---- text ----------------------------------------------------------------------------
     def tokenizer(self) -> Any:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
-from genrec.semantic_ids.trie import PrefixTrie, beam_search
+from genrec.semantic_ids.trie import SemanticIdItems, beam_search
 
 __all__ = ["TIGERConfig", "TIGER"]
 
@@ -81,7 +81,7 @@ def _t5(c: TIGERConfig, vocab: int):
         tie_word_embeddings=True))
 
 
-class TIGER(nn.Module):
+class TIGER(SemanticIdItems, nn.Module):
     input_kind = "sequence"  # runs/trainer feed it genrec.data.batches.SeqBatch
 
     def __init__(self, config: TIGERConfig) -> None:
@@ -99,30 +99,6 @@ class TIGER(nn.Module):
         self.t5 = _t5(c, self.user_offset + c.user_buckets)
         # (n_items + 1, T) each item's ID; row 0 (PAD) is -1; saved with the weights
         self.register_buffer("codes", torch.full((c.n_items + 1, len(c.id_sizes)), -1))
-        self._trie: tuple[tuple[int, int], PrefixTrie] | None = None
-
-    def set_semantic_ids(self, codes: torch.Tensor) -> None:
-        """Item semantic IDs (n_items + 1, T) aligned to item_idx (row 0 ignored)."""
-        codes = torch.as_tensor(codes, dtype=torch.int64)
-        if tuple(codes.shape) != tuple(self.codes.shape):
-            raise ValueError(f"tiger: semantic IDs of shape {tuple(codes.shape)}, expected "
-                             f"{tuple(self.codes.shape)} = (n_items + 1, levels)")
-        real = codes[1:]
-        if (real < 0).any() or (real >= torch.tensor(self.config.id_sizes)).any():
-            raise ValueError(f"tiger: semantic IDs must lie in [0, size) per level, sizes "
-                             f"{self.config.id_sizes}")
-        with torch.no_grad():
-            self.codes.copy_(codes)
-            self.codes[0] = -1
-
-    def trie(self) -> PrefixTrie:
-        """The prefix trie of the items' IDs (rebuilt when the codes change, e.g. on load)."""
-        key = (self.codes._version, self.codes.data_ptr())
-        if self._trie is None or self._trie[0] != key:
-            codes = self.codes[1:].cpu().numpy()
-            self._trie = (key, PrefixTrie(codes, ids=torch.arange(1, len(codes) + 1).numpy(),
-                                          sizes=list(self.config.id_sizes)))
-        return self._trie[1]
 
     # ---- inputs --------------------------------------------------------------------------
     def encoder_inputs(self, items: torch.Tensor, users: torch.Tensor

@@ -43,9 +43,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +52,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from genrec._files import atomic_dir
 from genrec.config import ConfigError, from_dict, load_toml, to_dict, to_toml
 from genrec.data.dataset import DataError
 from genrec.models.text2items import (QueryBatch, Text2Items, Text2ItemsConfig, load_tokenizer,
@@ -463,9 +461,7 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
     log(f"{ds.name}: {ds.n_items:,} items; queries {qs.summary()}")
     codes, sizes, sid_meta = _semantic_ids(ds, cfg, list(tpl.fields), log)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         tokenizer = load_tokenizer(cfg.generator.tokenizer)
         cfg.generator.n_items, cfg.generator.id_sizes = ds.n_items, tuple(sizes)
         cfg.generator.vocab_size = len(tokenizer)
@@ -543,11 +539,5 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
                           "seconds": round(gen_seconds, 1)},
             "ranker": ranker_info, "seconds": round(time.perf_counter() - t_all, 1),
             "versions": {"genrec": __version__, "torch": torch.__version__}})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     search.run_dir = out
     return search

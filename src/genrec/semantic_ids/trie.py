@@ -14,6 +14,9 @@ reorders it by ``parents`` and reads only the last token; a stateless one reads 
 A beam's score is the sum of its tokens' log-probabilities under the model (not renormalised
 over the valid tokens), so items come out ranked by the model's own sequence probability.
 
+``SemanticIdItems`` is the part a generator model shares (TIGER, text2items): the items' IDs in a
+``codes`` buffer, set with checks, and their trie, cached until the codes change.
+
 ``brute_force_topk`` is the slow, obviously correct reference: it scores every valid sequence in
 full and sorts. With a beam at least as wide as the number of prefixes of any depth, beam search
 must return exactly its list (tests/semantic_ids/test_trie.py).
@@ -33,7 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-__all__ = ["PrefixTrie", "StepFn", "beam_search", "brute_force_topk"]
+__all__ = ["PrefixTrie", "StepFn", "SemanticIdItems", "beam_search", "brute_force_topk"]
 
 StepFn = Callable[[torch.Tensor, "torch.Tensor | None"], torch.Tensor]
 
@@ -257,3 +260,34 @@ def brute_force_topk(step: StepFn, trie: PrefixTrie, batch_size: int, k: int,
     order = np.lexsort((trie._ids[None].repeat(B, 0), -total.numpy()), axis=1)[:, :k]
     order = torch.from_numpy(order)
     return ids.gather(1, order), total.gather(1, order)
+
+
+class SemanticIdItems:
+    """Mixin for an ``nn.Module`` that registered ``codes``, a (n_items + 1, T) int64 buffer (row
+    0 = PAD = -1, saved with the weights), and has ``config.id_sizes``: the T tokens' ranges."""
+
+    codes: torch.Tensor
+    _trie: "tuple[tuple[int, int], PrefixTrie] | None" = None
+
+    def set_semantic_ids(self, codes: "torch.Tensor | np.ndarray") -> None:
+        """Item semantic IDs (n_items + 1, T) aligned to item_idx (row 0 ignored)."""
+        name = type(self).__name__.lower()
+        codes = torch.as_tensor(codes, dtype=torch.int64)
+        if tuple(codes.shape) != tuple(self.codes.shape):
+            raise ValueError(f"{name}: semantic IDs of shape {tuple(codes.shape)}, expected "
+                             f"{tuple(self.codes.shape)} = (n_items + 1, levels)")
+        real, sizes = codes[1:], self.config.id_sizes  # type: ignore[attr-defined]
+        if (real < 0).any() or (real >= torch.tensor(sizes)).any():
+            raise ValueError(f"{name}: semantic IDs must lie in [0, size) per level, sizes {sizes}")
+        with torch.no_grad():
+            self.codes.copy_(codes)
+            self.codes[0] = -1
+
+    def trie(self) -> PrefixTrie:
+        """The prefix trie of the items' IDs (rebuilt when the codes change, e.g. on load)."""
+        key = (self.codes._version, self.codes.data_ptr())
+        if self._trie is None or self._trie[0] != key:
+            codes = self.codes[1:].cpu().numpy()
+            self._trie = (key, PrefixTrie(codes, ids=np.arange(1, len(codes) + 1),
+                                          sizes=list(self.config.id_sizes)))  # type: ignore[attr-defined]
+        return self._trie[1]
