@@ -109,3 +109,30 @@ def record(table: str, row: dict, path: str | Path = "BENCHMARKS.md") -> Path:
 
 def _table_line(cells: list) -> str:
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def reset_table(path: str | Path, title: str, intro: str, header: list[str],
+                append: bool = False) -> None:
+    """Write the section ``## title`` with its paragraph and header row, replacing the old section
+    where it stands (its rows go), or adding it at the end; ``append`` keeps an existing one."""
+    path, heading = Path(path), f"## {title}"
+    path.touch(exist_ok=True)
+    with path.open("r+", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)  # record() takes the same lock
+        lines = fh.read().splitlines() or ["# Benchmarks"]
+        section = [heading, "", intro, "", "| " + " | ".join(header) + " |",
+                   "|" + "---|" * len(header)]
+        if heading not in lines:
+            while lines and not lines[-1].strip():
+                lines.pop()
+            lines += ["", *section]
+        elif append:
+            return
+        else:
+            start = lines.index(heading)
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                       len(lines))
+            lines[start:end] = section + ([""] if end < len(lines) else [])
+        fh.seek(0)
+        fh.write("\n".join(lines) + "\n")
+        fh.truncate()

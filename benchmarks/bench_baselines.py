@@ -21,7 +21,6 @@ peer harness is found as described in benchmarks/peer.py. Presets: configs/<mode
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import resource
@@ -35,7 +34,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _record import record  # noqa: E402
+from _record import record, reset_table  # noqa: E402
 from peer import run_peer  # noqa: E402
 
 P1_GRIDS = {"itemcf": ("params.k", [20, 50, 100, 200]),
@@ -254,32 +253,6 @@ def job(spec: dict, **env: str) -> dict:
     out.update(process_s=time.perf_counter() - start, load_before=load,
                load_after=os.getloadavg()[0])
     return out
-
-
-def reset_table(path: Path, key: str, append: bool) -> None:
-    """Write the table's heading, paragraph and header row (replacing the old section)."""
-    title, intro, header = TABLES[key]
-    heading = f"## {title}"
-    path.touch(exist_ok=True)
-    with path.open("r+", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # _record.record takes the same lock
-        lines = fh.read().splitlines() or ["# Benchmarks"]
-        section = [heading, "", intro, "", "| " + " | ".join(header) + " |",
-                   "|" + "---|" * len(header)]
-        if heading not in lines:
-            while lines and not lines[-1].strip():
-                lines.pop()
-            lines += ["", *section]
-        elif not append:  # replace the old section where it stands
-            start = lines.index(heading)
-            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                       len(lines))
-            lines[start:end] = section + ([""] if end < len(lines) else [])
-        else:
-            return
-        fh.seek(0)
-        fh.write("\n".join(lines) + "\n")
-        fh.truncate()
 
 
 def _f(x: float, nd: int = 4) -> str:
@@ -503,7 +476,7 @@ def main() -> None:
     if unknown:
         ap.error(f"--only: unknown part(s) {unknown}; choose from {ORDER}")
     for key in [k for k in ORDER if k in parts]:
-        reset_table(a.out, key, a.append)
+        reset_table(a.out, *TABLES[key], append=a.append)
         if key == "p2":
             part_p2(a.out, a.skip_gowalla_ease)
         elif key == "p3":

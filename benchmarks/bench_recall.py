@@ -27,7 +27,6 @@ Every measurement runs ``genrec.runs.train`` (what ``genrec train`` does) in its
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import resource
@@ -41,7 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _record import record  # noqa: E402
+from _record import record, reset_table  # noqa: E402
 
 # the LightGCN paper (P2; our P3 choice): embedding 64, 3 layers, Adam lr 1e-3, L2 1e-4,
 # batch 2048
@@ -172,32 +171,6 @@ def job(spec: dict) -> dict:
     return {**json.loads(lines[-1]), "load_before": load, "load_after": os.getloadavg()[0]}
 
 
-def reset_table(path: Path, key: str, append: bool) -> None:
-    """Write the table's heading, paragraph and header row (replacing the old section)."""
-    title, intro, header = TABLES[key]
-    heading = f"## {title}"
-    path.touch(exist_ok=True)
-    with path.open("r+", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # _record.record takes the same lock
-        lines = fh.read().splitlines() or ["# Benchmarks"]
-        section = [heading, "", intro, "", "| " + " | ".join(header) + " |",
-                   "|" + "---|" * len(header)]
-        if heading not in lines:
-            while lines and not lines[-1].strip():
-                lines.pop()
-            lines += ["", *section]
-        elif not append:
-            start = lines.index(heading)
-            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                       len(lines))
-            lines[start:end] = section + ([""] if end < len(lines) else [])
-        else:
-            return
-        fh.seek(0)
-        fh.write("\n".join(lines) + "\n")
-        fh.truncate()
-
-
 def _f(x: float) -> str:
     return f"{x:.4f}"
 
@@ -307,10 +280,10 @@ def main() -> None:
     if set(parts) - known:
         ap.error(f"--only: unknown part(s) {sorted(set(parts) - known)}; choose from {known}")
     if {"p3", "p4", "fusion"} & set(parts):
-        reset_table(a.out, "ml100k", a.append)
+        reset_table(a.out, *TABLES["ml100k"], append=a.append)
         part_ml100k(a.out, parts)
     if "p2" in parts:
-        reset_table(a.out, "p2", a.append)
+        reset_table(a.out, *TABLES["p2"], append=a.append)
         part_p2(a.out, [m.strip() for m in a.p2_models.split(",") if m.strip()],
                 {"lightgcn": a.p2_minutes, "bpr": a.p2_minutes / 2}, a.runs_dir)
 

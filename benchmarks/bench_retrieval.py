@@ -39,7 +39,6 @@ $GENREC_DATA, prepared datasets from $GENREC_HOME.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import math
 import os
@@ -54,7 +53,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from _record import COLUMNS, record  # noqa: E402
+from _record import COLUMNS, record, reset_table  # noqa: E402
 
 from genrec.data.batches import eval_batch  # noqa: E402
 from genrec.evaluation import metrics as M  # noqa: E402
@@ -329,29 +328,6 @@ def slice_report(run_dir: Path) -> dict:
                  "n_cold_targets": int(cold_t.nnz), "n_test_targets": int(targets.nnz),
                  "n_cold_item_users": int(has.sum()), "n_users": split.n_users},
     }
-
-
-def reset_table(path: Path, title: str, intro: str, header: list[str]) -> None:
-    """Replace the section under ``## title`` (or add it) with its paragraph and header row."""
-    heading = f"## {title}"
-    path.touch(exist_ok=True)
-    with path.open("r+", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # _record.record takes the same lock
-        lines = fh.read().splitlines() or ["# Benchmarks"]
-        section = [heading, "", intro, "", "| " + " | ".join(header) + " |",
-                   "|" + "---|" * len(header)]
-        if heading not in lines:
-            while lines and not lines[-1].strip():
-                lines.pop()
-            lines += ["", *section]
-        else:
-            start = lines.index(heading)
-            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                       len(lines))
-            lines[start:end] = section + ([""] if end < len(lines) else [])
-        fh.seek(0)
-        fh.write("\n".join(lines) + "\n")
-        fh.truncate()
 
 
 SLICE_KEYS = ["overall", "cold users", "cold items", "cold items deep"]
