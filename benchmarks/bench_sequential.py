@@ -152,6 +152,8 @@ def worker(spec_path: Path, out_path: Path) -> None:
 
     spec = json.loads(spec_path.read_text())
     cfg = make_config(preset=_REPO / spec["preset"], sets=spec.get("sets", []))
+    if spec.get("max_minutes"):  # --finish: this invocation's budget only (not part of "sets")
+        cfg.train.max_minutes = spec["max_minutes"]
     if spec.get("select") == "unmasked":  # RecBole's selection: valid NDCG@10 without masking
         cfg.train.metric = UNMASKED + cfg.train.metric
     ks = tuple(cfg.eval.ks)
@@ -275,7 +277,8 @@ def _spawn(label: str, preset: str, sets: list[str], tag: str, select: str = "ma
     spec = OUT_DIR / f"{tag}.spec.json"
     curve = curve or OUT_DIR / f"{tag}.curve.jsonl"  # per-epoch progress of every job
     spec.write_text(json.dumps({"label": label, "preset": preset, "sets": sets, "select": select,
-                                "curve": str(curve), "resume": resume}))
+                                "curve": str(curve), "resume": resume,
+                                "max_minutes": FINISH_MINUTES if resume and FINISH else None}))
     out = OUT_DIR / f"{tag}.json"
     if not resume:
         out.unlink(missing_ok=True)
@@ -304,6 +307,8 @@ def _run(label: str, preset: str, sets: list[str], tag: str, reuse: bool = False
 PARALLEL = 1  # --parallel: jobs of one section that train at the same time (one thread each)
 RESUME = False  # --resume: continue jobs that stopped on their time budget, from their checkpoint
 NOTE = ""  # --note: appended to the machine column (e.g. the load during the runs)
+FINISH = False  # --finish: resumed jobs get FINISH_MINUTES, i.e. stop now on the best checkpoint
+FINISH_MINUTES = 0.05
 
 
 def _run_all(jobs: list[tuple[str, str, list[str], str]]) -> list[dict[str, Any]]:
@@ -733,6 +738,9 @@ def main() -> None:
     ap.add_argument("--start-recbole", type=Path, default=None, metavar="DIR",
                     help="only start RecBole's side of the peer run in DIR and exit (then run "
                          "--only peer --peer-dir DIR)")
+    ap.add_argument("--finish", action="store_true",
+                    help="with --resume: give resumed jobs a 3-second budget, so they stop at once "
+                         "and are scored from their best checkpoint (the row says time_budget)")
     ap.add_argument("--note", default="", help="text appended to the machine column")
     ap.add_argument("--parallel", type=int, default=1,
                     help="train up to this many jobs of a section at once (one thread each)")
@@ -748,7 +756,8 @@ def main() -> None:
     for env in ("GENREC_DATA", "GENREC_HOME"):
         if not os.environ.get(env):
             print(f"warning: {env} is not set", file=sys.stderr)
-    global REUSE, PARALLEL, RESUME, NOTE
+    global REUSE, PARALLEL, RESUME, NOTE, FINISH
+    FINISH = a.finish
     PEER_BUDGET_MIN = a.peer_minutes or PEER_BUDGET_MIN
     if a.start_recbole:
         proc = _start_recbole(a.start_recbole, PEER_BUDGET_MIN)
