@@ -105,7 +105,8 @@ async function search(event) {
   try {
     const body = await api(`/search?k=20&q=${encodeURIComponent(q)}`);
     fill($("search-results"), body.items, { onClick: addToHistory });
-    setStatus(status, `${body.items.length} items · ${body.encoder} in ${body.latency_ms.toFixed(1)} ms`);
+    const note = body.note ? ` · ${body.note}` : "";
+    setStatus(status, `${body.items.length} items · ${body.encoder} in ${body.latency_ms.toFixed(1)} ms${note}`);
   } catch (err) {
     setStatus(status, err.message, "error");
   }
