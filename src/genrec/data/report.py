@@ -21,9 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from genrec._files import atomic_dir
 from genrec.data.dataset import DataError, Dataset
 
 __all__ = ["write_report", "COLD_ITEM_THRESHOLD"]
@@ -75,28 +73,10 @@ def write_report(ds: Dataset, out_dir: Path) -> Path:
         raise DataError(f"{out_dir} exists and is not an earlier genrec report (no report.md); "
                          f"pass a new or empty folder so nothing else gets replaced")
     stats = _compute(ds)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it owner-only; a report is meant to be shared
+    with atomic_dir(out_dir) as tmp:  # a report is replaced whole, never half-written
         text = _render(ds, stats, tmp)
         (tmp / "report.md").write_text(text, encoding="utf-8")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir / "report.md"
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move ``new`` to ``target``; an existing ``target`` is swapped out first, then removed."""
-    if not target.exists():
-        os.replace(new, target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.replace(target, old / "report")
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ---- numbers ------------------------------------------------------------------------------

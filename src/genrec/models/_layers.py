@@ -11,6 +11,9 @@ hold a zero content vector. In ``gated`` mode their gate is fixed to 1, so they 
 embedding alone. In ``content`` mode they all share proj(0), one learned "unknown item" vector,
 so they are indistinguishable from each other (give them vectors to tell them apart).
 
+``id_embeddings`` and ``fold_in_scores`` serve the user/item factor models (BPR, LightGCN): their
+embedding tables, and scoring a user known only by an item history.
+
 The content vectors are a buffer: frozen, saved in the model's state_dict (a reloaded model needs
 no vector file) and moved with ``.to(device)``. The model builder fills them with ``set_content``.
 
@@ -23,10 +26,13 @@ Example:
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 from torch import nn
 
-__all__ = ["ITEM_REPRS", "ContentItems"]
+__all__ = ["ITEM_REPRS", "ContentItems", "id_embeddings", "fold_in_scores"]
 
 ITEM_REPRS = ("id", "content", "gated")  # the ``item_repr`` choices of sequence model configs
 
@@ -75,3 +81,33 @@ class ContentItems(nn.Module):
         g = torch.sigmoid(self.gate(torch.cat([id_table, content], dim=-1)))  # (N + 1, D)
         g = torch.where(self.present[:, None], g, torch.ones_like(g))  # no vector: id only
         return g * id_table + (1 - g) * content
+
+
+def id_embeddings(n_users: int, n_items: int, dim: int, init_std: float
+                  ) -> tuple[nn.Embedding, nn.Embedding]:
+    """(user table (n_users, dim), item table (n_items + 1, dim)), N(0, init_std²), PAD row 0."""
+    users = nn.Embedding(n_users, dim)
+    items = nn.Embedding(n_items + 1, dim, padding_idx=0)
+    nn.init.normal_(users.weight, std=init_std)
+    nn.init.normal_(items.weight, std=init_std)
+    with torch.no_grad():
+        items.weight[0] = 0.0
+    return users, items
+
+
+def fold_in_scores(items: torch.Tensor, item_vectors: Callable[[], torch.Tensor], n_items: int,
+                   model: str) -> torch.Tensor:
+    """(n_items + 1,) scores of a user known only by the item history ``items`` (item_idx).
+
+    Fold-in: the user vector is the mean of the history's rows of ``item_vectors()``
+    (n_items + 1, D), the item vectors the model scores with, asked for only once the history is
+    valid; repeated items count once and order is ignored. Column 0 (PAD) is -inf. An
+    approximation for models that learn a free vector per training user and no encoder from
+    items to users (BPR, LightGCN)."""
+    if items.ndim != 1 or not len(items) or not 0 < items.min() <= items.max() <= n_items:
+        raise ValueError(f"{model}.score_history needs a non-empty 1-D history of item_idx in "
+                         f"1..{n_items}, got {items.tolist()[:20]}")
+    table = item_vectors()  # (N + 1, D)
+    scores = table @ table[torch.unique(items)].mean(0)  # (N + 1,)
+    scores[0] = -math.inf
+    return scores

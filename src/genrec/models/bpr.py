@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import NEGATIVES, PairBatch
+from genrec.models._layers import fold_in_scores, id_embeddings
 
 __all__ = ["BPRConfig", "BPR"]
 
@@ -64,12 +65,7 @@ class BPR(nn.Module):
             raise ValueError(f"bpr: n_users and n_items must be >= 1, got {config.n_users}, "
                              f"{config.n_items}; the run builder fills them from the data")
         self.config = c = config
-        self.user_emb = nn.Embedding(c.n_users, c.dim)
-        self.item_emb = nn.Embedding(c.n_items + 1, c.dim, padding_idx=0)
-        nn.init.normal_(self.user_emb.weight, std=c.init_std)
-        nn.init.normal_(self.item_emb.weight, std=c.init_std)
-        with torch.no_grad():
-            self.item_emb.weight[0] = 0.0
+        self.user_emb, self.item_emb = id_embeddings(c.n_users, c.n_items, c.dim, c.init_std)
 
     def loss(self, batch: PairBatch) -> torch.Tensor:
         """BPR loss of the batch's (user, positive, negative) triples plus the L2 term."""
@@ -103,11 +99,4 @@ class BPR(nn.Module):
             >>> model.score_history(torch.tensor([1, 3, 3])).shape
             torch.Size([6])
         """
-        n = self.config.n_items
-        if items.ndim != 1 or not len(items) or not 0 < items.min() <= items.max() <= n:
-            raise ValueError(f"bpr.score_history needs a non-empty 1-D history of item_idx in "
-                             f"1..{n}, got {items.tolist()[:20]}")
-        table = self.item_vectors()  # (N + 1, D)
-        scores = table @ table[torch.unique(items)].mean(0)  # (N + 1,)
-        scores[0] = -math.inf
-        return scores
+        return fold_in_scores(items, self.item_vectors, self.config.n_items, "bpr")

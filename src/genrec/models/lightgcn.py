@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import NEGATIVES, PairBatch
-from genrec.models._layers import ContentItems
+from genrec.models._layers import ContentItems, fold_in_scores, id_embeddings
+from genrec.models._sparse import binary_matrix
 
 __all__ = ["LightGCNConfig", "LightGCN", "FUSIONS", "FUSION_STAGES", "normalized_adjacency",
            "propagate"]
@@ -84,18 +85,11 @@ class LightGCNConfig:
 
 def _binary_interactions(interactions: sp.spmatrix, n_users: int, n_items: int) -> sp.csr_matrix:
     """Binary float32 CSR (n_users, n_items + 1) with PAD empty, or a ValueError naming the fix."""
-    r = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
-    if r.shape != (n_users, n_items + 1):
-        raise ValueError(f"lightgcn: the interaction matrix is {r.shape}, expected (n_users, "
-                         f"n_items + 1) = ({n_users}, {n_items + 1}); pass Split.train_matrix() "
-                         f"of the split the model was built for")
-    r.sum_duplicates()
-    r.eliminate_zeros()
-    if (r.indices == 0).any():
-        raise ValueError("lightgcn: the interaction matrix has entries in column 0 (PAD); real "
-                         "items are 1..n_items")
-    r.data[:] = 1.0
-    return r
+    if interactions.shape != (n_users, n_items + 1):
+        raise ValueError(f"lightgcn: the interaction matrix is {interactions.shape}, expected "
+                         f"(n_users, n_items + 1) = ({n_users}, {n_items + 1}); pass "
+                         f"Split.train_matrix() of the split the model was built for")
+    return binary_matrix(interactions, n_items, "lightgcn: the interaction matrix")
 
 
 def normalized_adjacency(interactions: sp.spmatrix) -> torch.Tensor:
@@ -149,12 +143,7 @@ class LightGCN(nn.Module):
             raise ValueError(f"lightgcn: n_users and n_items must be >= 1, got {config.n_users}, "
                              f"{config.n_items}; the run builder fills them from the data")
         self.config = c = config
-        self.user_emb = nn.Embedding(c.n_users, c.dim)
-        self.item_emb = nn.Embedding(c.n_items + 1, c.dim, padding_idx=0)
-        nn.init.normal_(self.user_emb.weight, std=c.init_std)
-        nn.init.normal_(self.item_emb.weight, std=c.init_std)
-        with torch.no_grad():
-            self.item_emb.weight[0] = 0.0
+        self.user_emb, self.item_emb = id_embeddings(c.n_users, c.n_items, c.dim, c.init_std)
         self.text = (ContentItems(c.n_items, c.content_dim, c.dim, gated=False)
                      if c.fusion != "none" else None)
         # data, not weights: set_graph builds them from the train matrix (runs does, on load too)
@@ -277,11 +266,4 @@ class LightGCN(nn.Module):
         (``item_vectors``) as user vector, not a re-propagated one. Repeated items count once,
         as in the binary graph; order is ignored. Column 0 (PAD) is -inf.
         """
-        n = self.config.n_items
-        if items.ndim != 1 or not len(items) or not 0 < items.min() <= items.max() <= n:
-            raise ValueError(f"lightgcn.score_history needs a non-empty 1-D history of item_idx "
-                             f"in 1..{n}, got {items.tolist()[:20]}")
-        table = self.item_vectors()  # (N + 1, D')
-        scores = table @ table[torch.unique(items)].mean(0)  # (N + 1,)
-        scores[0] = -math.inf
-        return scores
+        return fold_in_scores(items, self.item_vectors, self.config.n_items, "lightgcn")

@@ -425,10 +425,9 @@ def _mine(model: Text2Items, qs: QuerySet, cfg: RankerConfig, seed: int, log: Ca
     return queries, positives, cands
 
 
-def _atomic_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+def _write_json(path: Path, data: Any) -> None:
+    """(Inside the run's atomic temporary directory: no per-file atomicity needed.)"""
+    path.write_text(json.dumps(data, indent=2, default=str))
 
 
 def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = True,
@@ -496,7 +495,7 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
             (tmp / "generator" / name).unlink(missing_ok=True)
         torch.save(model.state_dict(), tmp / "generator.pt")
         np.savez(tmp / "semantic_ids.npz", codes=codes, sizes=np.array(sizes))
-        _atomic_json(tmp / "semantic_ids.json", sid_meta)
+        _write_json(tmp / "semantic_ids.json", sid_meta)
         items.write_parquet(tmp / "items.parquet")
         qs.save(tmp / "queries.parquet")
 
@@ -529,8 +528,8 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
                 scores[f"test_{method}"] = {**m, "latency_p50_ms": p50}
                 log(f"test ({m['n_queries']} queries) {method}: Recall@{ev.k} {m[f'Recall@{ev.k}']}"
                     f" NDCG@{ev.k} {m[f'NDCG@{ev.k}']}")
-        _atomic_json(tmp / "metrics.json", scores)
-        _atomic_json(tmp / "run.json", {
+        _write_json(tmp / "metrics.json", scores)
+        _write_json(tmp / "run.json", {
             "system": "text2items", "dataset": ds.name, "dataset_dir": str(ds.path),
             "n_items": ds.n_items, "text_template": tpl.describe(), "queries": qs.summary(),
             "semantic_ids": {k: sid_meta.get(k) for k in ("name", "method", "vectors", "sizes",
