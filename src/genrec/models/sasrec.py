@@ -7,7 +7,10 @@ final LayerNorm; the paper's code normalises only the queries) with a 4*D GELU f
 (the paper: D -> D ReLU); the loss is configurable (``training.losses``: full softmax CE by
 default, which beats the paper's BCE with one negative in later re-evaluations); history items
 are not excluded from BCE negatives. Positions count from the right: batches are left-padded,
-so the most recent item always has position max_len - 1. ``item_repr`` picks the item vectors
+so the most recent item always has position max_len - 1. The token-wise layers (LayerNorm,
+projections, feed-forward, dropout) run on the batch's real items only, packed as (N, D); only
+attention sees the padded (B, L) layout. Most histories are far shorter than max_len, so this
+saves most of the compute without changing any output. ``item_repr`` picks the item vectors
 (``_layers.ContentItems``): ``id`` embeddings, projected ``content`` vectors (items never seen in
 training still get a representation), or a ``gated`` mix; input and output share them.
 
@@ -50,6 +53,8 @@ class SASRecConfig:
     content: str = ""         # content/gated: encoder name in the dataset's item_vectors, or a
                               # .parquet/.npz/.npy file keyed by raw item id (read by the builder)
     content_dim: int = 0      # C: width of the content vectors, filled by the builder
+    count_gate: bool = False  # gated: the gate also sees the item's training count (cold tail)
+    id_dropout: float = 0.0   # gated: P(an item is its content vector alone) per training step
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -57,6 +62,11 @@ class SASRecConfig:
         if self.item_repr not in ITEM_REPRS:
             raise ValueError(f"sasrec: item_repr {self.item_repr!r} is not one of "
                              f"{', '.join(ITEM_REPRS)}")
+        if (self.count_gate or self.id_dropout) and self.item_repr != "gated":
+            raise ValueError(f"sasrec: count_gate / id_dropout need item_repr='gated', got "
+                             f"item_repr={self.item_repr!r}")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError(f"sasrec: id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.dim % self.n_heads:
             raise ValueError(f"sasrec: dim={self.dim} must be divisible by n_heads={self.n_heads}")
         if (min(self.max_len, self.dim, self.n_layers, self.n_heads) < 1
@@ -75,13 +85,17 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(c.dim, 3 * c.dim)
         self.proj = nn.Linear(c.dim, c.dim)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        B, L, D = x.shape
+    def forward(self, t: torch.Tensor, real: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """(N, D) packed real tokens -> (N, D); ``real`` (B, L) says where they sit."""
+        (B, L), D = real.shape, t.shape[-1]
+        packed = self.qkv(t)  # (N, 3D)
+        qkv = packed.new_zeros(B, L, 3 * D)
+        qkv[real] = packed  # PAD keys are masked out by ``allowed``
         # (B, L, 3D) -> 3 x (B, H, L, D/H)
-        q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(B, L, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed[:, None],
                                            dropout_p=self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(B, L, D))  # (B, H, L, D/H) -> (B, L, D)
+        return self.proj(y.transpose(1, 2).reshape(B, L, D)[real])  # (B, H, L, D/H) -> (N, D)
 
 
 class Block(nn.Module):
@@ -92,9 +106,9 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(c.dim, 4 * c.dim), nn.GELU(), nn.Linear(4 * c.dim, c.dim))
         self.drop = nn.Dropout(c.dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x), allowed))
-        return x + self.drop(self.ffn(self.ln2(x)))
+    def forward(self, t: torch.Tensor, real: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        t = t + self.drop(self.attn(self.ln1(t), real, allowed))  # (N, D)
+        return t + self.drop(self.ffn(self.ln2(t)))
 
 
 class SASRec(nn.Module):
@@ -113,7 +127,8 @@ class SASRec(nn.Module):
         self.ln_f = nn.LayerNorm(c.dim)
         self.apply(self._init)
         # after _init: the content module keeps its own initialisation (gates start at 0.5)
-        self.content = (ContentItems(c.n_items, c.content_dim, c.dim, c.item_repr == "gated")
+        self.content = (ContentItems(c.n_items, c.content_dim, c.dim, c.item_repr == "gated",
+                                     c.count_gate, c.id_dropout)
                         if c.item_repr != "id" else None)
 
     @staticmethod
@@ -125,14 +140,16 @@ class SASRec(nn.Module):
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             nn.init.zeros_(m.weight[m.padding_idx])
 
-    def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None) -> None:
-        """Item content vectors (n_items + 1, content_dim) for item_repr content/gated."""
+    def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None,
+                    counts: torch.Tensor | None = None) -> None:
+        """Item content vectors (n_items + 1, content_dim) for item_repr content/gated;
+        ``counts`` (n_items + 1,): training interactions per item, for ``count_gate``."""
         if self.content is None:
             raise ValueError("sasrec: item_repr='id' takes no content vectors")
-        self.content.set_content(vectors, present)
+        self.content.set_content(vectors, present, counts)
 
     def encode(self, items: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, L) left-padded item ids -> (B, L, D) hidden states (zero at PAD positions).
+        """(B, L) left-padded item ids -> (B, L, D) hidden states (PAD positions: unused).
 
         ``table``: ``item_vectors()``, when the caller already has them."""
         B, L = items.shape
@@ -142,16 +159,19 @@ class SASRec(nn.Module):
         real = items > 0  # (B, L)
         pos = torch.arange(self.config.max_len - L, self.config.max_len, device=items.device)
         table = self.item_vectors() if table is None else table
-        x = table[items] * math.sqrt(self.config.dim) + self.pos_emb(pos)  # (B, L, D)
-        x = self.drop(x) * real[..., None]
+        # the N real items of the batch, packed row by row: (N, D)
+        t = table[items[real]] * math.sqrt(self.config.dim) + self.pos_emb(pos.expand(B, L)[real])
+        t = self.drop(t)
         # query i sees keys j <= i that are real items; it always sees itself, so a PAD query
         # (whose output is discarded) never has an empty row that would turn softmax into NaN
         causal = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()
         eye = torch.eye(L, dtype=torch.bool, device=items.device)
         allowed = causal & (real[:, None, :] | eye)  # (B, L, L)
         for block in self.blocks:
-            x = block(x, allowed) * real[..., None]
-        return self.ln_f(x)
+            t = block(t, real, allowed)
+        x = t.new_zeros(B, L, t.shape[-1])
+        x[real] = t
+        return self.ln_f(x)  # (B, L, D); PAD positions hold ln_f(0)
 
     def item_vectors(self) -> torch.Tensor:
         """(n_items + 1, D) item vectors, shared by the input and the output side."""
