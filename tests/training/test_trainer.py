@@ -77,6 +77,24 @@ def test_sasrec_learns_the_planted_next_item(split, tmp_path):
     assert (tmp_path / "checkpoint.pt").is_file() and (tmp_path / "best.pt").is_file()
 
 
+def test_bf16_autocast_learns_the_pattern_with_float32_weights(split):
+    cfg = TrainConfig(epochs=25, lr=5e-3, batch_size=32, seed=0, precision="bf16")
+    model, result = run_fit(split, cfg)
+    assert result.history[-1]["loss"] < 0.5 * result.history[0]["loss"]
+    assert hr_at_1(model, split, "test") > 0.8
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    seen = []  # the loss really runs under bfloat16 autocast (and only with precision=bf16)
+    loss = model.loss
+    model.loss = lambda b: (seen.append(torch.get_autocast_dtype("cpu")
+                                        if torch.is_autocast_enabled("cpu") else None), loss(b))[1]
+    fit(model, TrainConfig(epochs=1, batch_size=64, precision="bf16"),
+        lambda e: train_batches(split, MAX_LEN, 64, 0, e))
+    fit(model, TrainConfig(epochs=1, batch_size=64), lambda e: train_batches(split, MAX_LEN, 64, 0, e))
+    assert seen[0] == torch.bfloat16 and seen[-1] is None
+    with pytest.raises(ValueError, match="train.precision"):
+        TrainConfig(precision="fp16").validate()
+
+
 def test_early_stopping_stops_and_restores_the_best_epoch(split, tmp_path):
     scripted = iter([0.1, 0.3, 0.2, 0.25, 0.3, 0.9])  # best at epoch 1, then 3 without gain
     snapshots = []
