@@ -148,6 +148,15 @@ def _content_spec(cfg: RunConfig) -> tuple[str, str]:
     return getattr(model_cfg, "item_repr", "id"), getattr(model_cfg, "content", "")
 
 
+def set_content(model: Any, vectors: torch.Tensor, present: torch.Tensor, split: Split) -> None:
+    """Give ``model`` its content vectors, and each item's training count when its gate uses it."""
+    if getattr(model.config, "count_gate", False):
+        counts = np.asarray(split.train_matrix().sum(axis=0), dtype=np.float32).ravel()
+        model.set_content(vectors, present, counts=torch.from_numpy(counts))  # (n_items + 1,)
+    else:
+        model.set_content(vectors, present)
+
+
 def user_feature_codes(ds: Dataset, columns: tuple[str, ...]) -> tuple[np.ndarray, dict[str, Any]]:
     """``(codes (n_users, F) int64, info)`` for categorical columns of the users table.
 
@@ -382,7 +391,7 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
     if id_codes is not None:  # a buffer of the model: load_run needs no semantic-ID file
         model.set_semantic_ids(torch.from_numpy(id_codes))
     if content is not None:
-        model.set_content(*content)
+        set_content(model, *content, split)
     if user_codes is not None:  # a buffer of the model: load_run needs no users table
         model.set_user_features(torch.from_numpy(user_codes))
     if hasattr(model, "set_graph"):  # LightGCN: the training graph is data, rebuilt on load

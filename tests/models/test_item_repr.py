@@ -7,6 +7,7 @@ with content vectors from the dataset's vector store (reloaded without the vecto
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -111,6 +112,53 @@ def test_items_without_a_vector_follow_the_documented_fallback(kind):
         content.set_content(torch.zeros(N_ITEMS, C))
 
 
+# ---- gated options for the cold tail: count_gate, id_dropout ------------------------------------
+@pytest.mark.parametrize("kind", MODELS)
+def test_count_gate_reads_the_training_counts_and_reloads_them(kind, tmp_path):
+    counts = torch.arange(N_ITEMS + 1, dtype=torch.float32) ** 2
+    model_cls, config_cls = MODELS[kind]
+    with pytest.raises(ValueError, match="needs the items' training counts"):
+        model(kind, "gated", count_gate=True)  # the helper passes no counts
+    base = model(kind, "gated")
+    m = model_cls(replace(base.config, count_gate=True))
+    with pytest.raises(ValueError, match="never called"):  # built, counts not given yet
+        m.item_vectors()
+    m.set_content(vectors(), counts=counts)
+    feature = m.content.count_feature[:, 0]
+    assert feature[0] == 0 and feature[-1] == pytest.approx(1.0)
+    assert torch.all(feature[1:] > feature[:-1])  # monotone in the count
+    m.loss(batch()).backward()
+    assert m.content.gate.weight.grad[:, -1].abs().sum() > 0  # the count column is trained
+    with torch.no_grad():
+        m.content.gate.weight[:, -1] = 3.0  # frequent items lean on their id vector
+        table = m.eval().item_vectors()
+    torch.save(m.state_dict(), tmp_path / "m.pt")
+    other = model_cls(m.config)
+    other.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    with torch.no_grad():
+        assert torch.equal(other.eval().item_vectors(), table)
+    for bad in (dict(item_repr="content", count_gate=True), dict(item_repr="id", id_dropout=0.2),
+                dict(item_repr="gated", id_dropout=1.0)):
+        with pytest.raises(ValueError, match="count_gate / id_dropout|id_dropout must be"):
+            config_cls(n_items=N_ITEMS, max_len=L, content_dim=C, **bad).validate()
+
+
+def test_id_dropout_makes_some_items_content_only_in_training_and_none_in_eval():
+    m = model("sasrec", "gated", id_dropout=0.5)
+    with torch.no_grad():
+        m.item_emb.weight.normal_()
+        content_only = m.content.proj(m.content.vectors)
+        torch.manual_seed(0)
+        train_table = m.train().item_vectors()
+        eval_table = m.eval().item_vectors()
+    dropped = (train_table - content_only).abs().amax(1) < 1e-6
+    present = m.content.present
+    assert 3 <= int(dropped[present].sum()) <= int(present.sum()) - 3  # about half of them
+    assert not dropped[~present].any()  # no vector: the id vector, never dropped
+    assert torch.equal(eval_table, m.item_vectors())  # deterministic at evaluation
+    assert not ((eval_table - content_only).abs().amax(1) < 1e-6)[present].any()
+
+
 # ---- planted patterns ------------------------------------------------------------------------
 K = 12  # head items 1..K walk a cycle; tail item K + j shares item j's content vector
 
@@ -210,3 +258,21 @@ def test_runs_train_with_store_vectors_reports_missing_and_reloads_without_them(
     assert math.isfinite(run.info["metrics"]["test"]["NDCG@10"])
     with pytest.raises(ConfigError, match="needs params.content"):
         train(make_config("hstu", [s for s in sets if not s.startswith("params.content")]))
+
+
+def test_runs_train_gives_a_count_gate_the_training_counts(tmp_path):
+    ds = planted_dataset(n_users=60, seed=3)
+    ds.save(tmp_path / "planted")
+    ids = [str(i) for i in ds.item_ids[1:]]
+    save_vectors(ds, "enc", ids, np.random.default_rng(0).normal(size=(len(ids), C)), {})
+    sets = [f"data.name={tmp_path / 'planted'}", "params.dim=16", "params.max_len=8",
+            "params.n_layers=1", "params.item_repr=gated", "params.content=enc",
+            "params.count_gate=true", "params.id_dropout=0.1", "train.epochs=1",
+            "train.batch_size=32", "train.threads=1", "eval.ks=[10]"]
+    run = train(make_config("sasrec", sets), tmp_path / "run")
+    counts = np.asarray(run.split.train_matrix().sum(axis=0)).ravel()
+    feature = run.model.content.count_feature[:, 0].numpy()
+    assert np.allclose(feature, np.log1p(counts) / np.log1p(counts.max()), atol=1e-6)
+    again = load_run(tmp_path / "run")
+    assert torch.equal(again.model.content.count_feature, run.model.content.count_feature)
+    assert evaluate_run(again, "test").metrics == pytest.approx(run.info["metrics"]["test"])

@@ -6,6 +6,12 @@ into item representations of the model's width, alone or gated with the id embed
     content:  e = proj(c)                                      proj = Linear -> GELU -> Linear
     gated:    g = sigmoid(W [e_id; proj(c)]),  e = g * e_id + (1 - g) * proj(c)   (per dimension)
 
+Two options of the gated mode, for the items with few training interactions (the cold tail):
+``count_gate`` also feeds the gate log(1 + n) / log(1 + n_max), n = the item's training count
+(``set_content(..., counts=)``), so the mix can depend on how well the id vector was trained;
+``id_dropout`` p replaces, during training, each item's mix by its content vector alone with
+probability p (DropoutNet, Volkovs et al. 2017), so the content path must carry an item by itself.
+
 Items without a vector (``present`` False: missing from the vector file or encoded from nothing)
 hold a zero content vector. In ``gated`` mode their gate is fixed to 1, so they use their id
 embedding alone. In ``content`` mode they all share proj(0), one learned "unknown item" vector,
@@ -38,25 +44,46 @@ ITEM_REPRS = ("id", "content", "gated")  # the ``item_repr`` choices of sequence
 
 
 class ContentItems(nn.Module):
-    def __init__(self, n_items: int, content_dim: int, dim: int, gated: bool) -> None:
+    def __init__(self, n_items: int, content_dim: int, dim: int, gated: bool,
+                 count_gate: bool = False, id_dropout: float = 0.0) -> None:
         super().__init__()
+        if (count_gate or id_dropout) and not gated:
+            raise ValueError("count_gate and id_dropout apply to item_repr='gated' only")
+        if not 0 <= id_dropout < 1:
+            raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
         if content_dim < 1:
             raise ValueError(f"content vectors need content_dim >= 1, got {content_dim}; the "
                              f"builder fills it from the vector file (set params.content)")
         self.register_buffer("vectors", torch.zeros(n_items + 1, content_dim))
         self.register_buffer("present", torch.zeros(n_items + 1, dtype=torch.bool))
         self.proj = nn.Sequential(nn.Linear(content_dim, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.gate = nn.Linear(2 * dim, dim) if gated else None
+        self.id_dropout = id_dropout
+        if count_gate:  # log(1 + n) / log(1 + n_max) per item, filled by set_content
+            self.register_buffer("count_feature", torch.full((n_items + 1, 1), math.nan))
+        self.count_gate = count_gate
+        self.gate = nn.Linear(2 * dim + count_gate, dim) if gated else None
         if self.gate is not None:  # every gate starts at exactly 0.5: an even mix
             nn.init.zeros_(self.gate.weight)
             nn.init.zeros_(self.gate.bias)
 
     @torch.no_grad()
-    def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None) -> None:
+    def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None,
+                    counts: torch.Tensor | None = None) -> None:
         """Load (n_items + 1, C) vectors aligned to item_idx (row 0 = PAD, ignored).
 
         ``present`` (n_items + 1,) bool marks real vectors; by default every non-zero row.
+        ``counts`` (n_items + 1,) training interactions per item: needed with ``count_gate``.
         """
+        if self.count_gate:
+            if counts is None:
+                raise ValueError("count_gate needs the items' training counts: "
+                                 "set_content(vectors, present, counts=...)")
+            counts = torch.as_tensor(counts, dtype=torch.float32).reshape(-1)
+            if counts.shape[0] != self.vectors.shape[0] or (counts < 0).any():
+                raise ValueError(f"counts must be (n_items + 1,) = ({self.vectors.shape[0]},) "
+                                 f"and >= 0, got shape {tuple(counts.shape)}")
+            feature = torch.log1p(counts) / math.log1p(max(float(counts.max()), 1.0))
+            self.count_feature.copy_(feature[:, None])
         vectors = torch.as_tensor(vectors, dtype=torch.float32)
         if vectors.shape != self.vectors.shape:
             raise ValueError(f"content vectors must be (n_items + 1, content_dim) = "
@@ -78,7 +105,15 @@ class ContentItems(nn.Module):
             return content
         if id_table is None:
             raise ValueError("gated item vectors need the id embedding table")
-        g = torch.sigmoid(self.gate(torch.cat([id_table, content], dim=-1)))  # (N + 1, D)
+        inputs = [id_table, content]
+        if self.count_gate:
+            if torch.isnan(self.count_feature).any():
+                raise ValueError("count_gate: set_content(..., counts=) was never called")
+            inputs.append(self.count_feature)  # (N + 1, 1)
+        g = torch.sigmoid(self.gate(torch.cat(inputs, dim=-1)))  # (N + 1, D)
+        if self.training and self.id_dropout:  # this step, some items are their content alone
+            keep = torch.rand(g.shape[0], 1, device=g.device) >= self.id_dropout
+            g = g * keep
         g = torch.where(self.present[:, None], g, torch.ones_like(g))  # no vector: id only
         return g * id_table + (1 - g) * content
 

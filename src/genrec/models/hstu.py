@@ -61,6 +61,8 @@ class HSTUConfig:
     content: str = ""  # content/gated: encoder name in the dataset's item_vectors, or a
     # .parquet/.npz/.npy file keyed by raw item id (read by the builder in genrec.runs)
     content_dim: int = 0  # C: width of the content vectors, filled by the builder
+    count_gate: bool = False  # gated: the gate also sees the item's training count (cold tail)
+    id_dropout: float = 0.0  # gated: P(an item is its content vector alone) per training step
 
     def validate(self) -> None:
         if self.loss not in losses.LOSSES:
@@ -70,6 +72,11 @@ class HSTUConfig:
         if self.item_repr not in ITEM_REPRS:
             raise ValueError(f"hstu: item_repr {self.item_repr!r} is not one of "
                              f"{', '.join(ITEM_REPRS)}")
+        if (self.count_gate or self.id_dropout) and self.item_repr != "gated":
+            raise ValueError(f"hstu: count_gate / id_dropout need item_repr='gated', got "
+                             f"item_repr={self.item_repr!r}")
+        if not 0 <= self.id_dropout < 1:
+            raise ValueError(f"hstu: id_dropout must be in [0, 1), got {self.id_dropout}")
         if self.dim % self.n_heads:
             raise ValueError(f"hstu: dim={self.dim} is not divisible by n_heads={self.n_heads}; "
                              f"pick dim as a multiple of n_heads")
@@ -170,18 +177,21 @@ class HSTU(nn.Module):
             self.item_emb = nn.Embedding(c.n_items + 1, c.dim, padding_idx=0)
             nn.init.normal_(self.item_emb.weight, std=0.02)
             nn.init.zeros_(self.item_emb.weight[0])
-        self.content = (ContentItems(c.n_items, c.content_dim, c.dim, c.item_repr == "gated")
+        self.content = (ContentItems(c.n_items, c.content_dim, c.dim, c.item_repr == "gated",
+                                     c.count_gate, c.id_dropout)
                         if c.item_repr != "id" else None)
         self.pos_emb = nn.Embedding(c.max_len, c.dim)  # index 0 = newest item
         nn.init.normal_(self.pos_emb.weight, std=c.dim**-0.5)
         self.dropout = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(HSTUBlock(c) for _ in range(c.n_layers))
 
-    def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None) -> None:
-        """Item content vectors (n_items + 1, content_dim) for item_repr content/gated."""
+    def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None,
+                    counts: torch.Tensor | None = None) -> None:
+        """Item content vectors (n_items + 1, content_dim) for item_repr content/gated;
+        ``counts`` (n_items + 1,): training interactions per item, for ``count_gate``."""
         if self.content is None:
             raise ValueError("hstu: item_repr='id' takes no content vectors")
-        self.content.set_content(vectors, present)
+        self.content.set_content(vectors, present, counts)
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None,
                table: torch.Tensor | None = None) -> torch.Tensor:
