@@ -1,6 +1,7 @@
 """Retrieval benchmarks: faiss ANN against exact search, and multi-channel recall HitRate.
 
     .venv/bin/python benchmarks/bench_retrieval.py [--only ann,recall,ablation,ablation-slices]
+                                                   [--datasets ml-100k,ml-latest-small,...]
                                                    [--out FILE]
 
     ann     "Retrieval — faiss vs exact"  A two-tower trained on Gowalla (LightGCN's fixed split,
@@ -17,10 +18,15 @@
             ML-100k, SASRec; quotas popularity 1 : ItemCF 2 : two-tower 2 (: SASRec 2).
             HR@50/100/200 of every channel alone and of the merged list, with each channel's
             share of the merged slots and of its hits at N = 100.
-    ablation "Ablation — LightGCN text fusion (ML-100k)"  ``genrec.evaluation.ablation`` over
-            fusion none / sum / concat x user / item text on-off on P3 (ratio 8:1:1): the 7
-            distinct configurations (fusion=none ignores the flags; sum/concat need one side on).
-            Needs MiniLM item vectors: ``genrec embed items --data ml-100k --encoder minilm``.
+    ablation "Ablation — LightGCN text fusion (ML-100k)" (also "(ml-latest-small)", "(Amazon
+            Beauty)")  ``genrec.evaluation.ablation`` over fusion none / sum / concat x user /
+            item text on-off on P3 (ratio 8:1:1): the 7 distinct configurations (fusion=none
+            ignores the flags; sum/concat need one side on), once per dataset of ``--datasets``
+            (comma list, default ml-100k; supported: ml-100k, ml-latest-small, amazon-beauty),
+            each in its own table. Needs the dataset's MiniLM item vectors ``minilm``; when
+            missing they are made first (``genrec embed items --encoder minilm --name minilm``,
+            fields: ml-100k title,genres; ml-latest-small title,genres,tags; amazon-beauty
+            title,categories).
             Each row also reports the test split on its cold slices (see ablation-slices).
     ablation-slices  Rewrites that table from the saved runs, training nothing: every run
             directory is reloaded (``genrec.runs.load_run``) and its test split re-evaluated with
@@ -29,11 +35,13 @@
             and on cold items (Recall/NDCG@20 over only the test targets whose item is among
             the coldest 20% of the catalogue by training interactions, averaged over the users
             with at least one such target). Selection stays on validation (*); the slices are
-            only reported, with paired bootstrap intervals against fusion=none.
+            only reported, with paired bootstrap intervals against fusion=none. One table per
+            dataset of ``--datasets``, as for ablation.
 
 Runs are trained once into benchmarks/out/retrieval/<dataset>_<model> (the ablation into
-ablate_lightgcn_ml100k/, resumable) and reused (delete the folder to retrain). Data comes from
-$GENREC_DATA, prepared datasets from $GENREC_HOME.
+ablate_lightgcn_ml100k/, ablate_lightgcn_ml_latest_small/, ablate_lightgcn_amazon_beauty/,
+resumable) and reused (delete the folder to retrain). Data comes from $GENREC_DATA, prepared
+datasets from $GENREC_HOME.
 """
 
 from __future__ import annotations
@@ -54,6 +62,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from _record import COLUMNS, record, reset_table  # noqa: E402
+from _stats import N_BOOT, paired_ci  # noqa: E402
+from _vectors import ensure_vectors  # noqa: E402
 
 from genrec.data.batches import eval_batch  # noqa: E402
 from genrec.evaluation import metrics as M  # noqa: E402
@@ -66,7 +76,7 @@ OUT = REPO / "benchmarks" / "out" / "retrieval"
 THREADS = 2  # the machine's cores: torch and faiss alike
 ANN_TABLE = "Retrieval — faiss vs exact"
 RECALL_TABLE = "Recall — multi-channel HitRate"
-ABLATION_TABLE = "Ablation — LightGCN text fusion (ML-100k)"
+ABLATION_TABLE = "Ablation — LightGCN text fusion ({})"  # the dataset's display name
 # (label, config to build, search-time settings tried on that one build)
 INDEXES = [("flat", IndexConfig(kind="flat"), [{}]),
            ("hnsw M=32 efC=200", IndexConfig(kind="hnsw", hnsw_m=32, ef_construction=200),
@@ -234,28 +244,39 @@ def bench_recall(out: Path) -> None:
 LGCN_GRID = ["params.fusion,params.user_semantic,params.item_semantic="
              "none:false:false,sum:true:true,sum:true:false,sum:false:true,"
              "concat:true:true,concat:true:false,concat:false:true"]
-LGCN_SETS = ["data.name=ml-100k", "data.split=ratio", "data.seed=2020", "eval.ks=[10,20]",
-             "params.content=minilm", "params.dim=64", "params.n_layers=3", "params.l2=0.0001",
+# --datasets of the ablation: run folder slug, display name (table title), MiniLM text fields
+ABLATION_DATASETS = {"ml-100k": ("ml100k", "ML-100k", "title,genres"),
+                     "ml-latest-small": ("ml_latest_small", "ml-latest-small", "title,genres,tags"),
+                     "amazon-beauty": ("amazon_beauty", "Amazon Beauty", "title,categories")}
+CONTENT = "minilm"  # the item vectors' store name
+# the settings of every dataset's runs, after data.name=<dataset>
+LGCN_SETS = ["data.split=ratio", "data.seed=2020", "eval.ks=[10,20]",
+             f"params.content={CONTENT}", "params.dim=64", "params.n_layers=3", "params.l2=0.0001",
              "train.lr=0.002", "train.batch_size=2048", "train.epochs=50", "train.patience=5",
              "train.eval_every=2", "train.metric=NDCG@10", "train.threads=1", "train.clip_norm=0"]
 
 
-def bench_ablation(out: Path) -> None:
-    """The LightGCN semantic-fusion ablation through genrec.evaluation.ablation (resumable),
-    then its table rows with the cold slices (``bench_ablation_slices``)."""
+def ablation_root(dataset: str) -> Path:
+    return OUT / f"ablate_lightgcn_{ABLATION_DATASETS[dataset][0]}"
+
+
+def bench_ablation(out: Path, dataset: str = "ml-100k") -> None:
+    """The LightGCN semantic-fusion ablation on ``dataset`` through genrec.evaluation.ablation
+    (resumable), then its table rows with the cold slices (``bench_ablation_slices``)."""
     from genrec.evaluation.ablation import parse_grid, run_ablation
 
-    res = run_ablation(None, parse_grid(LGCN_GRID), OUT / "ablate_lightgcn_ml100k", LGCN_SETS,
-                       model="lightgcn", metrics=["Recall@10", "NDCG@10", "Recall@20", "NDCG@20"],
+    ensure_vectors(dataset, ABLATION_DATASETS[dataset][2], CONTENT, THREADS)
+    res = run_ablation(None, parse_grid(LGCN_GRID), ablation_root(dataset),
+                       [f"data.name={dataset}", *LGCN_SETS], model="lightgcn",
+                       metrics=["Recall@10", "NDCG@10", "Recall@20", "NDCG@20"],
                        say=lambda line: print(line, flush=True))
     print(res.files["md"].read_text(), flush=True)
-    bench_ablation_slices(out)
+    bench_ablation_slices(out, dataset)
 
 
 COLD_SHARE = 0.2      # the coldest 20% of test users / of catalogue items, by training count
 SLICE_K = 20          # slices are reported at Recall@20 / NDCG@20
 DEEP_K = 100          # and cold items also at Recall@100: hardly any reaches a top 20
-N_BOOT = 2000         # paired bootstrap resamples (users) for the intervals against fusion=none
 
 
 def coldest(counts: np.ndarray, share: float = COLD_SHARE) -> tuple[np.ndarray, int]:
@@ -276,14 +297,6 @@ def topk_metrics(topk: np.ndarray, targets, k: int) -> tuple[np.ndarray, np.ndar
         pos = np.flatnonzero(np.isin(topk[i, :k], tgt))
         ranks[i, :len(pos)] = pos + 1
     return M.recall_at_k(ranks, n_rel, k), M.ndcg_at_k(ranks, n_rel, k)
-
-
-def _paired_ci(a: np.ndarray, b: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% paired bootstrap interval (resampling users) of mean(a) - mean(b)."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(len(a), size=(N_BOOT, len(a)))
-    diff = (a - b)[idx].mean(axis=1)
-    return float(np.quantile(diff, 0.025)), float(np.quantile(diff, 0.975))
 
 
 def slice_report(run_dir: Path) -> dict:
@@ -337,17 +350,20 @@ ABLATION_COLUMNS = ["fusion", "user text", "item text", "valid NDCG@10", "test R
                     f"cold-item R@{DEEP_K}", "notes"]
 
 
-def bench_ablation_slices(out: Path) -> None:
-    """The ablation table from the saved runs (nothing trained): overall and cold slices."""
-    root = OUT / "ablate_lightgcn_ml100k"
+def bench_ablation_slices(out: Path, dataset: str = "ml-100k") -> None:
+    """The ablation table of ``dataset`` from the saved runs (nothing trained): overall and cold
+    slices."""
+    root = ablation_root(dataset)
+    table = ABLATION_TABLE.format(ABLATION_DATASETS[dataset][1])
     summary = root / "ablation.json"
     if not summary.is_file():
-        raise SystemExit(f"{summary} is missing: run `--only ablation` first (trains the 7 runs)")
+        raise SystemExit(f"{summary} is missing: run `--only ablation --datasets {dataset}` "
+                         f"first (trains the 7 runs)")
     abl = json.loads(summary.read_text())
     t0 = time.perf_counter()
     rows = []
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 943 x 1,683 scores per run: one thread is plenty
+    torch.set_num_threads(1)  # ml-100k: 943 x 1,683 scores per run, one thread is plenty
     for r in abl["rows"]:
         rep = slice_report(root / "runs" / r["name"])
         print(f"{r['name']}: re-evaluated in {rep['seconds']:.1f} s; R@20 overall "
@@ -385,7 +401,7 @@ def bench_ablation_slices(out: Path) -> None:
             text += f" ({100 * (v / b - 1):+.1f}%)" if b > 0 else f" ({v - b:+.4f})"
         return text
 
-    intro = (f"LightGCN on ml-100k, P3 (ratio 8:1:1, seed 2020): fusion none / sum / concat x "
+    intro = (f"LightGCN on {dataset}, P3 (ratio 8:1:1, seed 2020): fusion none / sum / concat x "
              f"user / item text, the 7 distinct configurations. Full ranking, history masked. "
              f"The configuration is selected on validation NDCG@10 (*); the test columns are only "
              f"reported, **bold** = best configuration in that column, (±x%) = change against "
@@ -407,7 +423,7 @@ def bench_ablation_slices(out: Path) -> None:
              f"{info['n_test_targets']:,} test targets); hardly any cold item reaches a top 20, so "
              f"cold-item Recall@{DEEP_K} is given too. Notes give 95% paired bootstrap "
              f"intervals (users, {N_BOOT} resamples) of the change against fusion=none.")
-    reset_table(out, ABLATION_TABLE, intro, COLUMNS + ABLATION_COLUMNS)
+    reset_table(out, table, intro, COLUMNS + ABLATION_COLUMNS)
     peak = peak_mb()
     for i, (r, rep) in enumerate(rows):
         run_info = json.loads((root / "runs" / r["name"] / "run.json").read_text())
@@ -416,14 +432,14 @@ def bench_ablation_slices(out: Path) -> None:
             parts = []
             for s, label in (("overall", "R@20 overall"), ("cold users", "cold-user R@20"),
                              ("cold items deep", f"cold-item R@{DEEP_K}")):
-                lo, hi = _paired_ci(rep[s][0], rows[base][1][s][0])
+                lo, hi = paired_ci(rep[s][0], rows[base][1][s][0])
                 parts.append(f"{label} [{lo:+.4f}, {hi:+.4f}]")
             note = "change vs none, 95% CI: " + ", ".join(parts) + "; "
         hits = rep["cold item hits"]
         note += (f"cold-item targets in the top {SLICE_K} / {DEEP_K}: {hits[SLICE_K]} / "
                f"{hits[DEEP_K]} of {info['n_cold_targets']}; ")
-        record(ABLATION_TABLE, {
-            "dataset": f"ml-100k ({info['n_users']:,} users, {info['n_items']:,} items)",
+        record(table, {
+            "dataset": f"{dataset} ({info['n_users']:,} users, {info['n_items']:,} items)",
             "protocol": "P3 ratio 8:1:1 seed 2020; 50 epochs each (lr 2e-3, batch 2048, dim 64, "
                         "3 layers), weights of the best validation NDCG@10",
             "fusion": r["values"]["params.fusion"],
@@ -455,14 +471,25 @@ def main() -> None:
     parser.add_argument("--only", default="ann,recall,ablation",
                         help="comma list of: ann, recall, ablation, ablation-slices (the "
                              "ablation table from the saved runs, nothing trained)")
+    parser.add_argument("--datasets", default="ml-100k",
+                        help="comma list of the datasets of ablation / ablation-slices, one "
+                             f"table each: {', '.join(ABLATION_DATASETS)}")
     parser.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     args = parser.parse_args()
+    datasets = [d.strip() for d in args.datasets.split(",") if d.strip()]
+    if unknown := [d for d in datasets if d not in ABLATION_DATASETS]:
+        parser.error(f"--datasets: unknown {', '.join(unknown)}; supported: "
+                     f"{', '.join(ABLATION_DATASETS)}")
     torch.set_num_threads(THREADS)
     OUT.mkdir(parents=True, exist_ok=True)
-    parts = {"ann": bench_ann, "recall": bench_recall, "ablation": bench_ablation,
-             "ablation-slices": bench_ablation_slices}
-    for part in args.only.split(","):
-        parts[part.strip()](args.out)
+    parts = {"ann": bench_ann, "recall": bench_recall}
+    ablations = {"ablation": bench_ablation, "ablation-slices": bench_ablation_slices}
+    for part in (p.strip() for p in args.only.split(",")):
+        if part in ablations:
+            for dataset in datasets:
+                ablations[part](args.out, dataset)
+        else:
+            parts[part](args.out)
 
 
 if __name__ == "__main__":

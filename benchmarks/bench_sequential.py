@@ -122,7 +122,36 @@ def _evaluate_both(run: Any, stage: str, ks: tuple[int, ...]) -> dict[str, Any]:
             "per_user": per_user, "score_seconds": score_s}
 
 
-def _build_model(cfg: Any, ds: Any) -> Any:
+def _save_per_user(split: Any, stage: str, both: dict[str, Any], path: Path) -> None:
+    """Per-user metrics of ``stage`` with each user's target and the items' training counts."""
+    counts = np.asarray(split.train_matrix().sum(axis=0)).ravel()
+    tgt = split.targets(stage)[both["users"]]
+    np.savez(path, users=both["users"], target=tgt.indices[tgt.indptr[:-1]], train_count=counts,
+             **{f"{m}_{k}": v for m, d in both["per_user"].items() for k, v in d.items()})
+
+
+def valid_worker(spec_path: Path, out_path: Path) -> None:
+    """``<tag>.valid.npz`` of a job that finished before the worker wrote one: its best.pt."""
+    import torch
+
+    from genrec.data.prepare import load_dataset
+    from genrec.data.splits import make_split
+    from genrec.runs import Run, make_config
+
+    spec = json.loads(spec_path.read_text())
+    cfg = make_config(preset=_REPO / spec["preset"], sets=spec.get("sets", []))
+    torch.set_num_threads(1)
+    ds = load_dataset(cfg.data.name, cfg.data.filters())
+    split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
+    model = _build_model(cfg, ds, split)
+    best = Path(out_path).with_suffix(".run") / "best.pt"
+    model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True))
+    run = Run(cfg, model.eval(), ds, split)
+    _save_per_user(split, "valid", _evaluate_both(run, "valid", tuple(cfg.eval.ks)),
+                   Path(out_path).with_suffix(".valid.npz"))
+
+
+def _build_model(cfg: Any, ds: Any, split: Any) -> Any:
     """The model as ``genrec.runs.train`` builds it: seeded, with content vectors when asked."""
     import torch
 
@@ -134,7 +163,7 @@ def _build_model(cfg: Any, ds: Any) -> Any:
     if vectors is None:
         return runs._build_model(cfg, ds.n_items)
     model = runs._build_model(cfg, ds.n_items, vectors[2]["dim"])
-    model.set_content(torch.from_numpy(vectors[0]), torch.from_numpy(vectors[1]))
+    runs.set_content(model, torch.from_numpy(vectors[0]), torch.from_numpy(vectors[1]), split)
     return model
 
 
@@ -159,7 +188,7 @@ def worker(spec_path: Path, out_path: Path) -> None:
     ks = tuple(cfg.eval.ks)
     ds = load_dataset(cfg.data.name, cfg.data.filters())
     split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
-    model = _build_model(cfg, ds)
+    model = _build_model(cfg, ds, split)
     run = Run(cfg, model, ds, split)
     curve_path = Path(spec["curve"]) if spec.get("curve") else None
     run_dir = Path(out_path).with_suffix(".run")  # trainer checkpoints: a cut-off job resumes
@@ -201,11 +230,9 @@ def worker(spec_path: Path, out_path: Path) -> None:
     t = time.time()
     test = _evaluate_both(run, "test", ks)
     test_seconds = time.time() - t
-    counts = np.asarray(split.train_matrix().sum(axis=0)).ravel()
-    tgt = split.targets("test")[test["users"]]
-    np.savez(Path(out_path).with_suffix(".npz"), users=test["users"],
-             target=tgt.indices[tgt.indptr[:-1]], train_count=counts,
-             **{f"{m}_{k}": v for m, d in test["per_user"].items() for k, v in d.items()})
+    _save_per_user(split, "test", test, Path(out_path).with_suffix(".npz"))
+    _save_per_user(split, "valid", _evaluate_both(run, "valid", ks),
+                   Path(out_path).with_suffix(".valid.npz"))  # the cold tail on VALID, to select
     ru = resource.getrusage(resource.RUSAGE_SELF)
     summary = result.summary()
     best = next(h for h in result.history if h["epoch"] == result.best_epoch)
@@ -439,7 +466,7 @@ def section_speed(record_rows: bool, n_batches: int = 30, n_users: int = 2048) -
         ds = load_dataset(cfg.data.name, cfg.data.filters())
         split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed,
                            cfg.data.valid_ratio)
-        model = _build_model(cfg, ds)
+        model = _build_model(cfg, ds, split)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
         batches = train_batches(split, model.config.max_len, cfg.train.batch_size, 0, 0)
         model.train()
@@ -526,7 +553,12 @@ PEER_BUDGET_MIN = 50.0  # train + valid minutes for each side of the time-to-qua
 # takes 175 steps per Beauty epoch (one sequence per user) where RecBole takes 1,027 (one per
 # prefix), so RecBole's lr 1e-3 under-trains genrec per epoch. Probe (3 epochs, masked valid
 # NDCG@10 after each): lr 1e-3 0.0158 / 0.0291 / 0.0427, lr 4e-3 0.0235 / 0.0424 / 0.0557.
-PEER_SETS = ["train.lr=0.004"]
+# bfloat16 autocast (train.precision) cuts the CPU time of a step ~1.6x on this AVX512-BF16 CPU;
+# probe (unmasked valid NDCG@10 after epochs 0-2): fp32 0.0203 / 0.0352 / 0.0445, bf16 0.0209 /
+# 0.0345 / 0.0438. With bf16, a second lr probe (unmasked valid NDCG@10 after epochs 2-5):
+# lr 4e-3 0.0438 / 0.0488 / 0.0493 / 0.0495, 6e-3 0.0447 / 0.0486 / 0.0502 / 0.0505, 8e-3 0.0429
+# / 0.0485 / 0.0494 (stopped): 6e-3.
+PEER_SETS = ["train.lr=0.006", "train.precision=bf16"]
 
 
 def _start_recbole(peer_dir: Path, budget_min: float) -> subprocess.Popen:
@@ -639,47 +671,56 @@ def peer_row(rb: dict[str, Any], rb_curve: list[dict[str, Any]], g: dict[str, An
 
 
 # ---- ablation: item_repr id / content / gated ----------------------------------------------------
-def _cold_tail(r: dict[str, Any], tag: str, share: float = 0.2) -> dict[str, float]:
-    """Masked test metrics over users whose target is among the ``share`` least-trained items."""
-    z = np.load(OUT_DIR / f"{tag}.npz")
+def _cold_tail(tag: str, stage: str = "test", share: float = 0.2) -> dict[str, float]:
+    """Masked metrics of ``stage`` over users whose target is among the ``share`` least-trained
+    items (the cut is the ``share`` quantile of the items' training counts)."""
+    z = np.load(OUT_DIR / (f"{tag}.npz" if stage == "test" else f"{tag}.valid.npz"))
     counts = z["train_count"][1:]
     cut = np.quantile(counts, share)
     cold = z["train_count"][z["target"]] <= cut
     return {"users": int(cold.sum()), "cut": float(cut),
             "item_share": float((counts <= cut).mean()),
+            "per_user": z["masked_Recall@10"][cold],  # same users in the same order for every run
             **{k: float(z[f"masked_{k}"][cold].mean()) for k in ("Recall@10", "NDCG@10")}}
+
+
+def _ensure_valid_npz(tag: str) -> None:
+    """Jobs that finished before the worker saved VALID per-user metrics: score their best.pt."""
+    if (OUT_DIR / f"{tag}.valid.npz").is_file():
+        return
+    log = (OUT_DIR / f"{tag}.valid.log").open("w")
+    subprocess.run([sys.executable, __file__, "--valid-worker", str(OUT_DIR / f"{tag}.spec.json"),
+                    str(OUT_DIR / f"{tag}.json")], stdout=log, stderr=subprocess.STDOUT,
+                   cwd=_REPO, check=True)
 
 
 CONTENT = "minilm"  # item_vectors name (genrec embed items --data D --encoder minilm --name minilm)
 CONTENT_FIELDS = {"beauty": "title,categories", "ml100k": "title,genres"}
+# the gated model and its two cold-tail options (see genrec.models._layers): the one with the best
+# VALID cold-tail Recall@10 is the gated model compared with id on the TEST tail
+GATED = {"gated": [], "gated+count": ["params.count_gate=true"],
+         "gated+count+drop": ["params.count_gate=true", "params.id_dropout=0.2"]}
 
 
-def _ensure_vectors(dataset: str, fields: str) -> float | None:
-    """Encode the items with MiniLM unless ``item_vectors/minilm.parquet`` exists; seconds taken."""
-    from genrec.data.prepare import load_dataset
-    from genrec.features.store import vectors_dir
-
-    if (vectors_dir(load_dataset(dataset)) / f"{CONTENT}.parquet").is_file():
-        return None
-    t = time.perf_counter()
-    cli = Path(sys.executable).parent / "genrec"
-    subprocess.run([str(cli), "embed", "items", "--data", dataset, "--encoder", "minilm",
-                    "--name", CONTENT, "--fields", fields, "--threads", "2"], check=True, cwd=_REPO)
-    return time.perf_counter() - t
+def _ablation_tag(section: str, variant: str) -> str:
+    if variant == "id":  # the P1 SASRec job of the same preset
+        return f"{section}_sasrec-ce"
+    return f"ablation_{section}_{variant.replace('+', '-')}"
 
 
 def section_ablation(record_rows: bool) -> list[dict[str, Any]]:
     from _record import record
+    from _stats import N_BOOT, paired_ci
+    from _vectors import ensure_vectors
 
-    src = (_REPO / "src/genrec/models/sasrec.py").read_text()
-    if "gated" not in src:
-        print("[ablation] sasrec has no item_repr content/gated yet: not run", flush=True)
-        return []
     presets = {"beauty": "configs/sasrec_beauty_p1.toml", "ml100k": "configs/sasrec_ml100k_p1.toml"}
-    embed_seconds = {s: _ensure_vectors(DATASET[s], CONTENT_FIELDS[s]) for s in presets}
-    jobs = [(f"sasrec-{repr_}", preset, [f"params.item_repr={repr_}", f"params.content={CONTENT}"],
-             f"ablation_{section}_{repr_}")
-            for section, preset in presets.items() for repr_ in ("content", "gated")]
+    variants = {"content": ["params.item_repr=content"],
+                **{name: ["params.item_repr=gated", *extra] for name, extra in GATED.items()}}
+    embed_seconds = {s: ensure_vectors(DATASET[s], CONTENT_FIELDS[s], CONTENT)
+                     for s in presets}
+    jobs = [(f"sasrec-{name}", preset, [*sets[:1], f"params.content={CONTENT}", *sets[1:]],
+             _ablation_tag(section, name))
+            for section, preset in presets.items() for name, sets in variants.items()]
     # item_repr=id is the P1 SASRec job of the same preset: trained here only when missing
     for section, preset in presets.items():
         if not (OUT_DIR / f"{section}_sasrec-ce.json").is_file():
@@ -689,32 +730,48 @@ def section_ablation(record_rows: bool) -> list[dict[str, Any]]:
                  for s in presets})
     rows = []
     for section in presets:
-        for repr_ in ("id", "content", "gated"):
-            tag = f"{section}_sasrec-ce" if repr_ == "id" else f"ablation_{section}_{repr_}"
+        names = ["id", "content", *GATED]
+        for name in names:
+            _ensure_valid_npz(_ablation_tag(section, name))
+        valid_tail = {n: _cold_tail(_ablation_tag(section, n), "valid") for n in names}
+        chosen = max(GATED, key=lambda n: valid_tail[n]["Recall@10"])
+        id_tail = _cold_tail(_ablation_tag(section, "id"))["per_user"]
+        for name in names:
+            tag = _ablation_tag(section, name)
             r = done[tag]
-            cold = _cold_tail(r, tag)
+            cold, vcold = _cold_tail(tag), valid_tail[name]
+            lo, hi = paired_ci(cold["per_user"], id_tail)
             rows.append(r)
-            if record_rows:
-                record(TABLE_ABLATION, {
-                    "dataset": DATASET[section], "protocol": P1,
-                    "model": f"sasrec item_repr={repr_}",
-                    "content": "–" if repr_ == "id" else
-                               f"{CONTENT} (all-MiniLM-L6-v2) of {CONTENT_FIELDS[section]}"
-                               + (f", encoded in {embed_seconds[section]:.0f} s"
-                                  if embed_seconds[section] else ""),
-                    "metrics": f"masked {_fmt(r['test_masked'])}; cold tail (target among the 20% "
-                               f"least-trained items: ≤ {cold['cut']:.0f} train interactions, "
-                               f"{100 * cold['item_share']:.0f}% of items, "
-                               f"{cold['users']} users) R@10 {cold['Recall@10']:.4f} / "
-                               f"N@10 {cold['NDCG@10']:.4f}",
-                    "epochs (best)": f"{r['epochs_run']} ({r['best_epoch']}) {r['stop_reason']}",
-                    "valid N@10": f"{r['valid_masked']['NDCG@10']:.4f}",
-                    "wall time": f"{r['wall_seconds']:.0f} s",
-                    "CPU time": f"{r['cpu_seconds']:.0f} s",
-                    "peak memory": f"{r['peak_rss_mb']:.0f} MB RSS",
-                    "machine": f"{_machine()}, threads={r['threads']}, {_load()}{NOTE}",
-                    "command": ".venv/bin/python benchmarks/bench_sequential.py --only ablation"},
-                    _REPO / "BENCHMARKS.md")
+            print(f"[ablation] {section} {name}: test {_fmt(r['test_masked'])}; tail valid R@10 "
+                  f"{vcold['Recall@10']:.4f} test R@10 {cold['Recall@10']:.4f} / N@10 "
+                  f"{cold['NDCG@10']:.4f} ({cold['users']} users)", flush=True)
+            if not record_rows:
+                continue
+            repr_ = "id" if name == "id" else " ".join(variants[name]).replace("params.", "")
+            record(TABLE_ABLATION, {
+                "dataset": DATASET[section], "protocol": P1,
+                "model": f"sasrec {repr_}" + (" (gated option chosen on VALID tail)"
+                                              if name == chosen else ""),
+                "content": "–" if name == "id" else
+                           f"{CONTENT} (all-MiniLM-L6-v2) of {CONTENT_FIELDS[section]}"
+                           + (f", encoded in {embed_seconds[section]:.0f} s"
+                              if embed_seconds[section] else ""),
+                "metrics": f"masked {_fmt(r['test_masked'])}; cold tail (target among the 20% "
+                           f"least-trained items: ≤ {cold['cut']:.0f} train interactions, "
+                           f"{100 * cold['item_share']:.0f}% of items, "
+                           f"{cold['users']} users) R@10 {cold['Recall@10']:.4f} / "
+                           f"N@10 {cold['NDCG@10']:.4f}"
+                           + (f" (R@10 minus id's: 95% paired bootstrap CI [{lo:+.4f}, {hi:+.4f}],"
+                              f" {N_BOOT} resamples of users)" if name != "id" else "")
+                           + f"; VALID tail R@10 {vcold['Recall@10']:.4f} ({vcold['users']} users)",
+                "epochs (best)": f"{r['epochs_run']} ({r['best_epoch']}) {r['stop_reason']}",
+                "valid N@10": f"{r['valid_masked']['NDCG@10']:.4f}",
+                "wall time": f"{r['wall_seconds']:.0f} s",
+                "CPU time": f"{r['cpu_seconds']:.0f} s",
+                "peak memory": f"{r['peak_rss_mb']:.0f} MB RSS",
+                "machine": f"{_machine()}, threads={r['threads']}, {_load()}{NOTE}",
+                "command": ".venv/bin/python benchmarks/bench_sequential.py --only ablation"},
+                _REPO / "BENCHMARKS.md")
     return rows
 
 
@@ -745,9 +802,14 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=1,
                     help="train up to this many jobs of a section at once (one thread each)")
     ap.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--valid-worker", nargs=2, type=Path, metavar=("SPEC", "OUT"),
+                    help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.worker:
         worker(*a.worker)
+        return
+    if a.valid_worker:
+        valid_worker(*a.valid_worker)
         return
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
