@@ -461,8 +461,10 @@ def section_speed(record_rows: bool, n_batches: int = 30, n_users: int = 2048) -
 
     torch.set_num_threads(1)
     rows = []
-    for label, preset, sets in JOBS["beauty"]:
+    sasrec_bf16 = ("sasrec-ce-bf16", JOBS["beauty"][0][1], ["train.precision=bf16"])
+    for label, preset, sets in [*JOBS["beauty"], sasrec_bf16]:
         cfg = make_config(preset=_REPO / preset, sets=sets)
+        bf16 = cfg.train.precision == "bf16"  # the trainer's autocast, here around the loss
         ds = load_dataset(cfg.data.name, cfg.data.filters())
         split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed,
                            cfg.data.valid_ratio)
@@ -476,7 +478,8 @@ def section_speed(record_rows: bool, n_batches: int = 30, n_users: int = 2048) -
                 marks["t"], marks["cpu"] = time.perf_counter(), _cpu()
             if i == 3 + n_batches:
                 break
-            loss = model.loss(batch)
+            with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+                loss = model.loss(batch)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -497,7 +500,8 @@ def section_speed(record_rows: bool, n_batches: int = 30, n_users: int = 2048) -
         if record_rows:
             record(TABLE_SPEED, {
                 "dataset": "amazon-beauty", "protocol": "train step / full-ranking scores",
-                "model": f"{cfg.model} loss={p.get('loss')} d={p.get('dim')} L={p.get('max_len')}",
+                "model": f"{cfg.model} loss={p.get('loss')} d={p.get('dim')} L={p.get('max_len')}"
+                         + (" train.precision=bf16 (scoring float32)" if bf16 else ""),
                 "metrics": f"train {r['seq_per_s']:.0f} sequences/s wall, "
                            f"{r['seq_per_cpu_s']:.0f} per CPU-second ({n_batches} batches of "
                            f"{cfg.train.batch_size}, loss + backward + AdamW); scoring "
