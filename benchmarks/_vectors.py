@@ -25,3 +25,34 @@ def ensure_vectors(dataset: str, fields: str, name: str = "minilm", threads: int
                     "--name", name, "--fields", fields, "--threads", str(threads)],
                    check=True, cwd=_REPO)
     return time.perf_counter() - t
+
+
+def ensure_attribute_vectors(dataset: str, column: str = "attributes", name: str = "attributes",
+                             dim: int = 128) -> float | None:
+    """Item vectors from a column of space-separated attribute ids (the S3-Rec
+    ``*_item2attributes.json`` category ids of the Amazon sets): TF-IDF over the ids, truncated
+    SVD to ``dim``, L2-normalised; items without attributes get no vector (the model's documented
+    fallback). Seconds taken, or None when ``item_vectors/<name>.parquet`` exists."""
+    import numpy as np
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from genrec.data.prepare import load_dataset
+    from genrec.features.store import save_vectors, vectors_dir
+
+    ds = load_dataset(dataset)
+    if (vectors_dir(ds) / f"{name}.parquet").is_file():
+        return None
+    if column not in ds.items.columns:
+        raise SystemExit(f"{dataset}: the items table has no {column!r} column (found "
+                         f"{', '.join(ds.items.columns)}); prepare it from a folder with "
+                         f"*_item2attributes.json")
+    t = time.perf_counter()
+    items = ds.items.filter(ds.items[column].is_not_null() & (ds.items[column] != ""))
+    x = TfidfVectorizer(token_pattern=r"\S+", sublinear_tf=True).fit_transform(items[column])
+    v = TruncatedSVD(n_components=min(dim, x.shape[1] - 1), random_state=0).fit_transform(x)
+    v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+    save_vectors(ds, name, items["item_id"].to_list(), v,
+                 {"source": f"TF-IDF of the {column} ids, truncated SVD to {v.shape[1]}, "
+                            f"L2-normalised", "n_attributes": x.shape[1]})
+    return time.perf_counter() - t

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_sequential.py
         [--only beauty,sports,ml100k,speed,peer,ablation] [--parallel N]
-        [--resume] [--reuse] [--peer-dir DIR] [--no-record]
+        [--resume] [--reuse] [--peer-dir DIR] [--no-record] [--ablation-sets beauty,ml100k,sports]
 
 Sections (rows go to BENCHMARKS.md through ``_record.record``):
     beauty, sports, ml100k   P1 leave-one-out, full ranking, from the frozen ``configs/*_p1.toml``:
@@ -16,7 +16,10 @@ Sections (rows go to BENCHMARKS.md through ``_record.record``):
                              started side by side; both log (wall seconds, valid NDCG@10) after
                              every epoch with history NOT masked (RecBole's sequential protocol),
                              then: time for genrec to first reach RecBole's best valid value.
-    ablation                 item_repr id / content / gated (when the models have it).
+    ablation                 item_repr id / content / gated (three gated variants, the one with
+                             the best VALID cold-tail Recall@10 compared with id) on the datasets
+                             of --ablation-sets: Beauty and ML-100k with MiniLM text vectors,
+                             Sports with TF-IDF + SVD vectors of its item2attributes.json ids.
 
 Every training run is a fresh subprocess of this script (``--worker SPEC OUT``), so its peak RSS
 (ru_maxrss) and CPU time (getrusage user+sys) are that run's alone; ``--parallel N`` trains up to N
@@ -698,8 +701,11 @@ def _ensure_valid_npz(tag: str) -> None:
                    cwd=_REPO, check=True)
 
 
-CONTENT = "minilm"  # item_vectors name (genrec embed items --data D --encoder minilm --name minilm)
-CONTENT_FIELDS = {"beauty": "title,categories", "ml100k": "title,genres"}
+# per dataset of the ablation: the P1 preset and the content vectors (item_vectors name, made when
+# missing: MiniLM of the text fields, or TF-IDF + SVD of the S3-Rec attribute ids for Sports)
+ABLATION_SETS = {"beauty": ("configs/sasrec_beauty_p1.toml", "minilm", "title,categories"),
+                 "ml100k": ("configs/sasrec_ml100k_p1.toml", "minilm", "title,genres"),
+                 "sports": ("configs/sasrec_sports_p1.toml", "attributes", "attributes")}
 # the gated model and its two cold-tail options (see genrec.models._layers): the one with the best
 # VALID cold-tail Recall@10 is the gated model compared with id on the TEST tail
 GATED = {"gated": [], "gated+count": ["params.count_gate=true"],
@@ -708,7 +714,8 @@ GATED = {"gated": [], "gated+count": ["params.count_gate=true"],
 
 ABLATION_INTRO = (
     "SASRec (the P1 preset of each dataset, full-softmax CE) with item_repr id / content / gated; "
-    "content = frozen MiniLM vectors of the item text, projected. Three gated models: the plain "
+    "content = frozen item vectors, projected (MiniLM of the item text; Sports: TF-IDF + SVD of "
+    "its attribute ids). Three gated models: the plain "
     "gate, count_gate (the gate also sees log(1 + training count)), and count_gate + id_dropout "
     "0.2 (DropoutNet-style: in training each item is its content vector alone with probability "
     "0.2). The gated model compared with id is the one with the best VALIDATION cold-tail "
@@ -724,19 +731,28 @@ def _ablation_tag(section: str, variant: str) -> str:
     return f"ablation_{section}_{variant.replace('+', '-')}"
 
 
-def section_ablation(record_rows: bool) -> list[dict[str, Any]]:
+def _content_text(section: str) -> str:
+    _, name, fields = ABLATION_SETS[section]
+    if name == "attributes":
+        return "TF-IDF + SVD-128 of the item2attributes.json category ids"
+    return f"{name} (all-MiniLM-L6-v2) of {fields}"
+
+
+def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
     from _record import COLUMNS, record, reset_table
     from _stats import N_BOOT, paired_ci
-    from _vectors import ensure_vectors
+    from _vectors import ensure_attribute_vectors, ensure_vectors
 
-    presets = {"beauty": "configs/sasrec_beauty_p1.toml", "ml100k": "configs/sasrec_ml100k_p1.toml"}
+    presets = {s: ABLATION_SETS[s][0] for s in sets}
     variants = {"content": ["params.item_repr=content"],
                 **{name: ["params.item_repr=gated", *extra] for name, extra in GATED.items()}}
-    embed_seconds = {s: ensure_vectors(DATASET[s], CONTENT_FIELDS[s], CONTENT)
+    embed_seconds = {s: (ensure_attribute_vectors(DATASET[s]) if ABLATION_SETS[s][1] == "attributes"
+                         else ensure_vectors(DATASET[s], ABLATION_SETS[s][2], ABLATION_SETS[s][1]))
                      for s in presets}
-    jobs = [(f"sasrec-{name}", preset, [*sets[:1], f"params.content={CONTENT}", *sets[1:]],
+    jobs = [(f"sasrec-{name}", preset,
+             [*sets_[:1], f"params.content={ABLATION_SETS[section][1]}", *sets_[1:]],
              _ablation_tag(section, name))
-            for section, preset in presets.items() for name, sets in variants.items()]
+            for section, preset in presets.items() for name, sets_ in variants.items()]
     # item_repr=id is the P1 SASRec job of the same preset: trained here only when missing
     for section, preset in presets.items():
         if not (OUT_DIR / f"{section}_sasrec-ce.json").is_file():
@@ -772,7 +788,7 @@ def section_ablation(record_rows: bool) -> list[dict[str, Any]]:
                 "model": f"sasrec {repr_}" + (" (gated option chosen on VALID tail)"
                                               if name == chosen else ""),
                 "content": "–" if name == "id" else
-                           f"{CONTENT} (all-MiniLM-L6-v2) of {CONTENT_FIELDS[section]}"
+                           _content_text(section)
                            + (f", encoded in {embed_seconds[section]:.0f} s"
                               if embed_seconds[section] else ""),
                 "metrics": f"masked {_fmt(r['test_masked'])}; cold tail (target among the 20% "
@@ -818,6 +834,8 @@ def main() -> None:
                     help="with --resume: give resumed jobs a 3-second budget, so they stop at once "
                          "and are scored from their best checkpoint (the row says time_budget)")
     ap.add_argument("--note", default="", help="text appended to the machine column")
+    ap.add_argument("--ablation-sets", default="beauty,ml100k,sports",
+                    help=f"datasets of --only ablation, from {', '.join(ABLATION_SETS)}")
     ap.add_argument("--parallel", type=int, default=1,
                     help="train up to this many jobs of a section at once (one thread each)")
     ap.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
@@ -855,7 +873,7 @@ def main() -> None:
         elif section == "peer":
             section_peer(a.peer_dir, record_rows)
         elif section == "ablation":
-            section_ablation(record_rows)
+            section_ablation(record_rows, [s.strip() for s in a.ablation_sets.split(",")])
 
 
 if __name__ == "__main__":
