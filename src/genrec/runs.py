@@ -151,8 +151,7 @@ def _content_spec(cfg: RunConfig) -> tuple[str, str]:
 def set_content(model: Any, vectors: torch.Tensor, present: torch.Tensor, split: Split) -> None:
     """Give ``model`` its content vectors, and each item's training count when its gate uses it."""
     if getattr(model.config, "count_gate", False):
-        counts = np.asarray(split.train_matrix().sum(axis=0), dtype=np.float32).ravel()
-        model.set_content(vectors, present, counts=torch.from_numpy(counts))  # (n_items + 1,)
+        model.set_content(vectors, present, counts=torch.from_numpy(split.item_counts()))
     else:
         model.set_content(vectors, present)
 
@@ -256,9 +255,8 @@ def _cold_users(split: Split) -> np.ndarray:
 
 def _pair_scorer(run: Run) -> Callable[[np.ndarray], torch.Tensor]:
     """score(users) of a PairBatch model; users without training items get popularity scores."""
-    model, train = run.model, run.split.train_matrix()
-    cold = np.diff(train.indptr) == 0
-    popularity = torch.from_numpy(np.asarray(train.sum(axis=0), dtype=np.float32).ravel())
+    model, cold = run.model, _cold_users(run.split)
+    popularity = torch.from_numpy(run.split.item_counts())
     popularity[0] = -np.inf
     model.eval()
 
@@ -318,7 +316,7 @@ def evaluate_run(run: Run, stage: str = "test", keep_topk: bool = False,
     if targets.nnz == 0:
         raise DataError(f"the {split.name} split of {run.dataset.name} has no {stage} interactions")
     history = split.history(stage)
-    popularity = np.asarray(split.train_matrix().sum(axis=0)).ravel()
+    popularity = split.item_counts()
     return evaluate(_scorer(run, stage), history, targets, ks=run.config.eval.ks,
                     batch_users=run.config.eval.batch_users, item_popularity=popularity,
                     keep_topk=keep_topk, auc=run.config.eval.auc if auc is None else auc)

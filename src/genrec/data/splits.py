@@ -68,6 +68,10 @@ class Split:
     def train_matrix(self) -> sp.csr_matrix:
         return self._csr(["train"])
 
+    def item_counts(self) -> np.ndarray:
+        """(n_items + 1,) float32: training users per item (0 at PAD), the items' popularity."""
+        return np.asarray(self._part("train").sum(axis=0), dtype=np.float32).ravel()
+
     def history(self, stage: Stage) -> sp.csr_matrix:
         """What the model may see (and what is masked) when predicting ``stage``."""
         return self._csr(["train"] if stage == "valid" else ["train", "valid"])

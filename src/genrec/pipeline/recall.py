@@ -124,7 +124,7 @@ def scored_channel(name: str, score_fn: Callable[[np.ndarray], Any], history: sp
 
 def popularity_channel(split: Split, stage: str, quota: float = 1.0) -> Channel:
     """Most-popular unseen items (train interaction counts, one per user and item)."""
-    counts = np.asarray(split.train_matrix().sum(axis=0), dtype=np.float32).ravel()
+    counts = split.item_counts()
     return scored_channel(FALLBACK, lambda users: np.tile(counts, (len(users), 1)),
                           split.history(stage), quota)
 
