@@ -38,19 +38,29 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["ITEM_REPRS", "ContentItems", "id_embeddings", "fold_in_scores"]
+__all__ = ["ITEM_REPRS", "check_item_repr", "ContentItems", "id_embeddings", "fold_in_scores"]
 
 ITEM_REPRS = ("id", "content", "gated")  # the ``item_repr`` choices of sequence model configs
+
+
+def check_item_repr(model: str, item_repr: str, count_gate: bool = False,
+                    id_dropout: float = 0.0) -> None:
+    """The config checks of ``item_repr`` and the gated options, for every model that has them
+    (``model`` names it in the error)."""
+    if item_repr not in ITEM_REPRS:
+        raise ValueError(f"{model}: item_repr {item_repr!r} is not one of {', '.join(ITEM_REPRS)}")
+    if (count_gate or id_dropout) and item_repr != "gated":
+        raise ValueError(f"{model}: count_gate / id_dropout need item_repr='gated', got "
+                         f"item_repr={item_repr!r}")
+    if not 0 <= id_dropout < 1:
+        raise ValueError(f"{model}: id_dropout must be in [0, 1), got {id_dropout}")
 
 
 class ContentItems(nn.Module):
     def __init__(self, n_items: int, content_dim: int, dim: int, gated: bool,
                  count_gate: bool = False, id_dropout: float = 0.0) -> None:
         super().__init__()
-        if (count_gate or id_dropout) and not gated:
-            raise ValueError("count_gate and id_dropout apply to item_repr='gated' only")
-        if not 0 <= id_dropout < 1:
-            raise ValueError(f"id_dropout must be in [0, 1), got {id_dropout}")
+        check_item_repr("ContentItems", "gated" if gated else "content", count_gate, id_dropout)
         if content_dim < 1:
             raise ValueError(f"content vectors need content_dim >= 1, got {content_dim}; the "
                              f"builder fills it from the vector file (set params.content)")

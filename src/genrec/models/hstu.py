@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
-from genrec.models._layers import ITEM_REPRS, ContentItems
+from genrec.models._layers import ContentItems, check_item_repr
 from genrec.training import losses
 
 __all__ = ["HSTUConfig", "HSTU", "time_buckets", "hstu_attention", "hstu_attention_reference"]
@@ -69,14 +69,7 @@ class HSTUConfig:
             raise ValueError(f"hstu: loss {self.loss!r} is not one of {list(losses.LOSSES)}")
         if self.negatives not in ("uniform", "in_batch"):
             raise ValueError(f"hstu: negatives {self.negatives!r} is not 'uniform' or 'in_batch'")
-        if self.item_repr not in ITEM_REPRS:
-            raise ValueError(f"hstu: item_repr {self.item_repr!r} is not one of "
-                             f"{', '.join(ITEM_REPRS)}")
-        if (self.count_gate or self.id_dropout) and self.item_repr != "gated":
-            raise ValueError(f"hstu: count_gate / id_dropout need item_repr='gated', got "
-                             f"item_repr={self.item_repr!r}")
-        if not 0 <= self.id_dropout < 1:
-            raise ValueError(f"hstu: id_dropout must be in [0, 1), got {self.id_dropout}")
+        check_item_repr("hstu", self.item_repr, self.count_gate, self.id_dropout)
         if self.dim % self.n_heads:
             raise ValueError(f"hstu: dim={self.dim} is not divisible by n_heads={self.n_heads}; "
                              f"pick dim as a multiple of n_heads")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
-from genrec.models._layers import ITEM_REPRS, ContentItems
+from genrec.models._layers import ContentItems, check_item_repr
 from genrec.training.losses import LOSSES, sequence_loss
 
 __all__ = ["SASRecConfig", "SASRec"]
@@ -59,14 +59,7 @@ class SASRecConfig:
     def validate(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"sasrec: loss {self.loss!r} is not one of {', '.join(LOSSES)}")
-        if self.item_repr not in ITEM_REPRS:
-            raise ValueError(f"sasrec: item_repr {self.item_repr!r} is not one of "
-                             f"{', '.join(ITEM_REPRS)}")
-        if (self.count_gate or self.id_dropout) and self.item_repr != "gated":
-            raise ValueError(f"sasrec: count_gate / id_dropout need item_repr='gated', got "
-                             f"item_repr={self.item_repr!r}")
-        if not 0 <= self.id_dropout < 1:
-            raise ValueError(f"sasrec: id_dropout must be in [0, 1), got {self.id_dropout}")
+        check_item_repr("sasrec", self.item_repr, self.count_gate, self.id_dropout)
         if self.dim % self.n_heads:
             raise ValueError(f"sasrec: dim={self.dim} must be divisible by n_heads={self.n_heads}")
         if (min(self.max_len, self.dim, self.n_layers, self.n_heads) < 1

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
-from genrec.models._layers import ITEM_REPRS, ContentItems
+from genrec.models._layers import ContentItems, check_item_repr
 from genrec.training.losses import in_batch_negatives, sampled_softmax
 
 __all__ = ["TwoTowerConfig", "TwoTower", "POOLINGS"]
@@ -67,9 +67,7 @@ class TwoTowerConfig:
         if self.pooling not in POOLINGS:
             raise ValueError(f"two_tower: pooling {self.pooling!r} is not one of "
                              f"{', '.join(POOLINGS)}")
-        if self.item_repr not in ITEM_REPRS:
-            raise ValueError(f"two_tower: item_repr {self.item_repr!r} is not one of "
-                             f"{', '.join(ITEM_REPRS)}")
+        check_item_repr("two_tower", self.item_repr)
         if min(self.max_len, self.dim, self.user_feature_dim) < 1 or min(
                 self.n_items, self.content_dim, self.n_negatives, self.n_users) < 0:
             raise ValueError(f"two_tower: max_len, dim, user_feature_dim must be >= 1 and "
