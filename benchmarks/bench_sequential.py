@@ -127,9 +127,9 @@ def _evaluate_both(run: Any, stage: str, ks: tuple[int, ...]) -> dict[str, Any]:
 
 def _save_per_user(split: Any, stage: str, both: dict[str, Any], path: Path) -> None:
     """Per-user metrics of ``stage`` with each user's target and the items' training counts."""
-    counts = np.asarray(split.train_matrix().sum(axis=0)).ravel()
     tgt = split.targets(stage)[both["users"]]
-    np.savez(path, users=both["users"], target=tgt.indices[tgt.indptr[:-1]], train_count=counts,
+    np.savez(path, users=both["users"], target=tgt.indices[tgt.indptr[:-1]],
+             train_count=split.item_counts(),
              **{f"{m}_{k}": v for m, d in both["per_user"].items() for k, v in d.items()})
 
 
@@ -695,10 +695,10 @@ def _ensure_valid_npz(tag: str) -> None:
     """Jobs that finished before the worker saved VALID per-user metrics: score their best.pt."""
     if (OUT_DIR / f"{tag}.valid.npz").is_file():
         return
-    log = (OUT_DIR / f"{tag}.valid.log").open("w")
-    subprocess.run([sys.executable, __file__, "--valid-worker", str(OUT_DIR / f"{tag}.spec.json"),
-                    str(OUT_DIR / f"{tag}.json")], stdout=log, stderr=subprocess.STDOUT,
-                   cwd=_REPO, check=True)
+    with (OUT_DIR / f"{tag}.valid.log").open("w") as log:
+        subprocess.run([sys.executable, __file__, "--valid-worker",
+                        str(OUT_DIR / f"{tag}.spec.json"), str(OUT_DIR / f"{tag}.json")],
+                       stdout=log, stderr=subprocess.STDOUT, cwd=_REPO, check=True)
 
 
 # per dataset of the ablation: the P1 preset and the content vectors (item_vectors name, made when
@@ -749,6 +749,7 @@ def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]
     embed_seconds = {s: (ensure_attribute_vectors(DATASET[s]) if ABLATION_SETS[s][1] == "attributes"
                          else ensure_vectors(DATASET[s], ABLATION_SETS[s][2], ABLATION_SETS[s][1]))
                      for s in presets}
+    # params.content right after item_repr: the order saved runs were keyed by (--reuse)
     jobs = [(f"sasrec-{name}", preset,
              [*sets_[:1], f"params.content={ABLATION_SETS[section][1]}", *sets_[1:]],
              _ablation_tag(section, name))
@@ -760,9 +761,10 @@ def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]
     done = {tag: r for (*_, tag), r in zip(jobs, _run_all(jobs))}
     done.update({f"{s}_sasrec-ce": json.loads((OUT_DIR / f"{s}_sasrec-ce.json").read_text())
                  for s in presets})
-    if record_rows:
+    if record_rows:  # a subset of the datasets appends: the others' rows stay
         reset_table(_REPO / "BENCHMARKS.md", TABLE_ABLATION, ABLATION_INTRO,
-                    COLUMNS + ["model", "content", "epochs (best)", "valid N@10", "CPU time"])
+                    COLUMNS + ["model", "content", "epochs (best)", "valid N@10", "CPU time"],
+                    append=set(sets) != set(ABLATION_SETS))
     rows = []
     for section in presets:
         names = ["id", "content", *GATED]
@@ -852,6 +854,9 @@ def main() -> None:
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:
         ap.error(f"unknown section(s) {unknown}; choose from {', '.join(SECTIONS)}")
+    ablation_sets = [s.strip() for s in a.ablation_sets.split(",") if s.strip()]
+    if unknown := sorted(set(ablation_sets) - set(ABLATION_SETS)):
+        ap.error(f"--ablation-sets: unknown {unknown}; choose from {', '.join(ABLATION_SETS)}")
     for env in ("GENREC_DATA", "GENREC_HOME"):
         if not os.environ.get(env):
             print(f"warning: {env} is not set", file=sys.stderr)
@@ -873,7 +878,7 @@ def main() -> None:
         elif section == "peer":
             section_peer(a.peer_dir, record_rows)
         elif section == "ablation":
-            section_ablation(record_rows, [s.strip() for s in a.ablation_sets.split(",")])
+            section_ablation(record_rows, ablation_sets)
 
 
 if __name__ == "__main__":

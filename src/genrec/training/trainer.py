@@ -1,9 +1,10 @@
 """One trainer for every gradient model: it calls ``model.loss(batch)`` and nothing else.
 
 AdamW (weight decay on matrices and embeddings only), linear warmup then a constant or cosine
-learning rate, gradient-norm clipping, optional bfloat16 autocast of the forward pass, validation every ``eval_every`` epochs with early stopping
-on ``metric`` and the best weights restored at the end, a wall-clock budget, and seeded
-determinism (``torch.manual_seed(seed)``; batch order is the caller's, seeded by epoch).
+learning rate, gradient-norm clipping, optional bfloat16 autocast of the forward pass,
+validation every ``eval_every`` epochs with early stopping on ``metric`` and the best weights
+restored at the end, a wall-clock budget, and seeded determinism (``torch.manual_seed(seed)``;
+batch order is the caller's, seeded by epoch).
 
 With a run directory it writes, after every epoch:
     checkpoint.pt     model / optimizer / scheduler / epoch / best / history / RNG states of the
