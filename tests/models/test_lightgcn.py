@@ -1,8 +1,9 @@
 """LightGCN: the normalised adjacency and K-layer mean against a dense numpy computation, the
 symmetric sparse backward against dense autograd, conformance (finite loss with gradients, score
 shape, PAD, save -> load), one propagation per evaluation, semantic fusion (sum / concat, before
-/ after, user means, the missing-vector fallback), a planted block pattern learned through
-``genrec.runs.train``, and the missing-vector count in run.json."""
+/ after, user means, the missing-vector fallback), the sampled-softmax loss option against a hand
+computation, a planted block pattern learned through ``genrec.runs.train`` with either loss, and
+the missing-vector count in run.json."""
 
 from __future__ import annotations
 
@@ -124,6 +125,30 @@ def test_l2_is_on_the_batch_ego_embeddings():
     assert m.loss(b).item() == pytest.approx(plain.item() + 0.1 * ego_sq.item() / 4, rel=1e-5)
 
 
+def test_softmax_loss_is_cross_entropy_against_shared_negatives(monkeypatch):
+    m = model(loss="softmax", n_negatives=3, temperature=0.5, l2=0.1)
+    shared = torch.tensor([2, 4, 5])
+    monkeypatch.setattr(lg, "uniform_negatives", lambda n_items, k, device: shared)
+    b = PairBatch(torch.tensor([0, 2]), torch.tensor([1, 4]), None)  # no per-row negative needed
+    users, items = (t.detach() for t in m.embeddings())
+    expected = 0.0
+    for u, pos in zip([0, 2], [1, 4]):
+        cands = [pos] + [i for i in shared.tolist() if i != pos]  # the row's own positive is masked
+        logits = items[cands] @ users[u] / 0.5
+        expected += -torch.log_softmax(logits, 0)[0].item() / 2
+    ego_sq = m.user_emb.weight[[0, 2]].pow(2).sum() + m.item_emb.weight[[1, 4]].pow(2).sum()
+    assert m.loss(b).item() == pytest.approx(expected + 0.1 * ego_sq.item() / 4, rel=1e-5)
+
+
+def test_loss_options_fail_loudly():
+    with pytest.raises(ValueError, match="loss 'hinge' is not one of bpr, softmax"):
+        model(loss="hinge")
+    with pytest.raises(ValueError, match="n_negatives >= 1 and temperature > 0"):
+        model(loss="softmax", temperature=0.0)
+    with pytest.raises(ValueError, match="pos and neg"):
+        model().loss(PairBatch(torch.tensor([0]), torch.tensor([1]), None))  # BPR needs neg
+
+
 @pytest.mark.parametrize("fusion", ["none", "concat"])
 def test_save_load_gives_identical_scores(tmp_path, fusion):
     m = model(fusion=fusion).eval()
@@ -218,12 +243,13 @@ def test_user_semantic_off_leaves_users_without_text():
 
 
 # ---- through genrec.runs ------------------------------------------------------------------------
-def test_runs_train_learns_the_planted_blocks_then_reloads(tmp_path):
+@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+def test_runs_train_learns_the_planted_blocks_then_reloads(tmp_path, loss):
     block_dataset().save(tmp_path / "blocks")
     sets = [f"data.name={tmp_path / 'blocks'}", "data.split=ratio", "params.dim=16",
             "params.n_layers=2", "params.l2=0.0", "train.lr=0.02", "train.batch_size=128",
             "train.epochs=15", "train.clip_norm=0", "train.threads=1", "train.metric=HR@10",
-            "eval.ks=[10]"]
+            "eval.ks=[10]", f"params.loss={loss}", "params.n_negatives=16"]
     run = train(make_config("lightgcn", sets), tmp_path / "run")
     test = run.info["metrics"]["test"]
     assert test["HR@10"] > 0.9, test  # chance: ~0.1

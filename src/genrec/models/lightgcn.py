@@ -14,6 +14,13 @@ propagation (text travels along the graph) or ``after`` it (propagated ids + tex
 without text (``item_semantic`` / ``user_semantic`` False) adds zeros. Fallback: an item without
 a vector, or a user none of whose training items has one, gets a zero text part, i.e. its ID
 embedding alone (``genrec.runs`` counts such items in run.json).
+NOTE option: ``loss = "softmax"`` replaces BPR's one negative per positive by a sampled softmax
+over ``n_negatives`` uniform items shared by the batch (``training.losses.sampled_softmax``,
+dot-product logits / ``temperature``, a negative equal to the row's positive masked), with the
+same L2 term on the users' and positives' ego embeddings. Not the paper's objective (Wu et al.,
+"On the Effectiveness of Sampled Softmax Loss for Item Recommendation", 2022, pair the two):
+every positive meets ``n_negatives`` negatives instead of one, and with a large batch an epoch
+needs fewer propagations. ``bpr`` stays the default.
 
 Example:
     >>> import scipy.sparse as sp
@@ -39,12 +46,14 @@ from torch import nn
 from genrec.data.batches import NEGATIVES, PairBatch
 from genrec.models._layers import ContentItems, fold_in_scores, id_embeddings
 from genrec.models._sparse import binary_matrix
+from genrec.training.losses import sampled_softmax, uniform_negatives
 
-__all__ = ["LightGCNConfig", "LightGCN", "FUSIONS", "FUSION_STAGES", "normalized_adjacency",
-           "propagate"]
+__all__ = ["LightGCNConfig", "LightGCN", "FUSIONS", "FUSION_STAGES", "PAIR_LOSSES",
+           "normalized_adjacency", "propagate"]
 
 FUSIONS = ("none", "sum", "concat")
 FUSION_STAGES = ("before", "after")
+PAIR_LOSSES = ("bpr", "softmax")
 
 
 @dataclass
@@ -63,6 +72,9 @@ class LightGCNConfig:
     content: str = ""           # fusion: encoder name in the dataset's item_vectors, or a
                                 # .parquet/.npz/.npy file keyed by raw item id (read by the builder)
     content_dim: int = 0        # C: width of the text vectors, filled by the builder
+    loss: str = "bpr"           # bpr (the paper) | softmax: sampled softmax over shared negatives
+    n_negatives: int = 1024     # softmax: uniform negatives per batch, shared by its rows
+    temperature: float = 1.0    # softmax: logits = <e_u, e_i> / temperature
 
     def validate(self) -> None:
         if self.negatives not in NEGATIVES:
@@ -78,6 +90,12 @@ class LightGCNConfig:
         if min(self.n_users, self.n_items, self.n_layers) < 0 or self.dim < 1:
             raise ValueError(f"lightgcn: need n_users, n_items, n_layers >= 0 and dim >= 1, got "
                              f"{self.n_users}, {self.n_items}, {self.n_layers}, {self.dim}")
+        if self.loss not in PAIR_LOSSES:
+            raise ValueError(f"lightgcn: loss {self.loss!r} is not one of "
+                             f"{', '.join(PAIR_LOSSES)}")
+        if self.loss == "softmax" and (self.n_negatives < 1 or self.temperature <= 0):
+            raise ValueError(f"lightgcn: loss 'softmax' needs n_negatives >= 1 and temperature > 0, "
+                             f"got {self.n_negatives}, {self.temperature}")
         if self.l2 < 0 or self.init_std <= 0:
             raise ValueError(f"lightgcn: need l2 >= 0 and init_std > 0, got {self.l2}, "
                              f"{self.init_std}")
@@ -233,16 +251,23 @@ class LightGCN(nn.Module):
 
     # ---- the model contract --------------------------------------------------------------------
     def loss(self, batch: PairBatch) -> torch.Tensor:
-        """BPR loss of the (user, positive, negative) triples after one full propagation, plus
-        the L2 term on the batch's ego (layer-0 ID) embeddings."""
-        if batch.pos is None or batch.neg is None:
+        """BPR loss of the (user, positive, negative) triples (or, with ``loss = "softmax"``, the
+        sampled softmax of each positive against shared uniform negatives) after one full
+        propagation, plus the L2 term on the batch's ego (layer-0 ID) embeddings."""
+        c = self.config
+        if batch.pos is None or (batch.neg is None and c.loss == "bpr"):
             raise ValueError("lightgcn.loss needs a training batch with pos and neg (pair_batches)")
         users, items = self.embeddings()
-        u, p, n = users[batch.users], items[batch.pos], items[batch.neg]  # (B, D') each
-        ego = (self.user_emb(batch.users).pow(2).sum() + self.item_emb(batch.pos).pow(2).sum()
-               + self.item_emb(batch.neg).pow(2).sum())
-        bpr = F.softplus((u * n).sum(-1) - (u * p).sum(-1)).mean()  # -log sigmoid(pos - neg)
-        return bpr + self.config.l2 * ego / (2 * len(batch))
+        u, p = users[batch.users], items[batch.pos]  # (B, D') each
+        ego = self.user_emb(batch.users).pow(2).sum() + self.item_emb(batch.pos).pow(2).sum()
+        if c.loss == "softmax":
+            neg = uniform_negatives(c.n_items, c.n_negatives, u.device)  # (K,) shared
+            main = sampled_softmax(u, batch.pos, items, neg, temperature=c.temperature)
+        else:
+            n = items[batch.neg]
+            ego = ego + self.item_emb(batch.neg).pow(2).sum()
+            main = F.softplus((u * n).sum(-1) - (u * p).sum(-1)).mean()  # -log sigmoid(pos - neg)
+        return main + c.l2 * ego / (2 * len(batch))
 
     def score(self, batch: PairBatch) -> torch.Tensor:
         """(B, n_items + 1) scores of every item for ``batch.users``; column 0 (PAD) is -inf."""
