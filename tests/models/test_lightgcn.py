@@ -1,9 +1,9 @@
 """LightGCN: the normalised adjacency and K-layer mean against a dense numpy computation, the
 symmetric sparse backward against dense autograd, conformance (finite loss with gradients, score
 shape, PAD, save -> load), one propagation per evaluation, semantic fusion (sum / concat, before
-/ after, user means, the missing-vector fallback), the sampled-softmax loss option against a hand
-computation, a planted block pattern learned through ``genrec.runs.train`` with either loss, and
-the missing-vector count in run.json."""
+/ after, user means, the missing-vector fallback), the sampled-softmax and InfoNCE loss options
+against a hand computation, a planted block pattern learned through ``genrec.runs.train`` with
+each loss, and the missing-vector count in run.json."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
+import torch.nn.functional as F
 
 import genrec.models.lightgcn as lg
 from genrec.data.batches import PairBatch
@@ -125,12 +126,15 @@ def test_l2_is_on_the_batch_ego_embeddings():
     assert m.loss(b).item() == pytest.approx(plain.item() + 0.1 * ego_sq.item() / 4, rel=1e-5)
 
 
-def test_softmax_loss_is_cross_entropy_against_shared_negatives(monkeypatch):
-    m = model(loss="softmax", n_negatives=3, temperature=0.5, l2=0.1)
+@pytest.mark.parametrize("loss", ["sampled", "infonce"])
+def test_softmax_losses_are_cross_entropy_against_shared_negatives(monkeypatch, loss):
+    m = model(loss=loss, n_negatives=3, temperature=0.5, l2=0.1)
     shared = torch.tensor([2, 4, 5])
     monkeypatch.setattr(lg, "uniform_negatives", lambda n_items, k, device: shared)
     b = PairBatch(torch.tensor([0, 2]), torch.tensor([1, 4]), None)  # no per-row negative needed
     users, items = (t.detach() for t in m.embeddings())
+    if loss == "infonce":  # cosine similarities
+        users, items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
     expected = 0.0
     for u, pos in zip([0, 2], [1, 4]):
         cands = [pos] + [i for i in shared.tolist() if i != pos]  # the row's own positive is masked
@@ -140,11 +144,22 @@ def test_softmax_loss_is_cross_entropy_against_shared_negatives(monkeypatch):
     assert m.loss(b).item() == pytest.approx(expected + 0.1 * ego_sq.item() / 4, rel=1e-5)
 
 
+def test_infonce_scores_are_cosines_and_bpr_scores_inner_products():
+    for loss in ("bpr", "infonce"):
+        m = model(loss=loss).eval()
+        users, items = (t.detach() for t in m.embeddings())
+        if loss == "infonce":
+            users, items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
+        with torch.no_grad():
+            s = m.score(PairBatch(torch.arange(N_USERS)))
+        assert torch.allclose(s[:, 1:], (users @ items.T)[:, 1:], atol=1e-6), loss
+
+
 def test_loss_options_fail_loudly():
-    with pytest.raises(ValueError, match="loss 'hinge' is not one of bpr, softmax"):
+    with pytest.raises(ValueError, match="loss 'hinge' is not one of bpr, sampled, infonce"):
         model(loss="hinge")
     with pytest.raises(ValueError, match="n_negatives >= 1 and temperature > 0"):
-        model(loss="softmax", temperature=0.0)
+        model(loss="infonce", temperature=0.0)
     with pytest.raises(ValueError, match="pos and neg"):
         model().loss(PairBatch(torch.tensor([0]), torch.tensor([1]), None))  # BPR needs neg
 
@@ -243,7 +258,7 @@ def test_user_semantic_off_leaves_users_without_text():
 
 
 # ---- through genrec.runs ------------------------------------------------------------------------
-@pytest.mark.parametrize("loss", ["bpr", "softmax"])
+@pytest.mark.parametrize("loss", ["bpr", "sampled", "infonce"])
 def test_runs_train_learns_the_planted_blocks_then_reloads(tmp_path, loss):
     block_dataset().save(tmp_path / "blocks")
     sets = [f"data.name={tmp_path / 'blocks'}", "data.split=ratio", "params.dim=16",

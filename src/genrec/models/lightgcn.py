@@ -14,13 +14,14 @@ propagation (text travels along the graph) or ``after`` it (propagated ids + tex
 without text (``item_semantic`` / ``user_semantic`` False) adds zeros. Fallback: an item without
 a vector, or a user none of whose training items has one, gets a zero text part, i.e. its ID
 embedding alone (``genrec.runs`` counts such items in run.json).
-NOTE option: ``loss = "softmax"`` replaces BPR's one negative per positive by a sampled softmax
-over ``n_negatives`` uniform items shared by the batch (``training.losses.sampled_softmax``,
-dot-product logits / ``temperature``, a negative equal to the row's positive masked), with the
-same L2 term on the users' and positives' ego embeddings. Not the paper's objective (Wu et al.,
-"On the Effectiveness of Sampled Softmax Loss for Item Recommendation", 2022, pair the two):
-every positive meets ``n_negatives`` negatives instead of one, and with a large batch an epoch
-needs fewer propagations. ``bpr`` stays the default.
+NOTE option: ``loss = "sampled"`` replaces BPR's one negative per positive by a sampled softmax
+over ``n_negatives`` uniform items shared by the batch (``training.losses``: dot-product logits /
+``temperature``, a negative equal to the row's positive masked), ``loss = "infonce"`` by the same
+softmax over cosine similarities / ``temperature`` (scores are then cosines too, the geometry the
+loss trained); both keep the L2 term on the users' and positives' ego embeddings. Not the paper's
+objective (Wu et al., "On the Effectiveness of Sampled Softmax Loss for Item Recommendation",
+2022, pair the two): every positive meets ``n_negatives`` negatives instead of one, and with a
+large batch an epoch needs fewer propagations. ``bpr`` stays the default.
 
 Example:
     >>> import scipy.sparse as sp
@@ -46,14 +47,14 @@ from torch import nn
 from genrec.data.batches import NEGATIVES, PairBatch
 from genrec.models._layers import ContentItems, fold_in_scores, id_embeddings
 from genrec.models._sparse import binary_matrix
-from genrec.training.losses import sampled_softmax, uniform_negatives
+from genrec.training.losses import infonce, sampled_softmax, uniform_negatives
 
 __all__ = ["LightGCNConfig", "LightGCN", "FUSIONS", "FUSION_STAGES", "PAIR_LOSSES",
            "normalized_adjacency", "propagate"]
 
 FUSIONS = ("none", "sum", "concat")
 FUSION_STAGES = ("before", "after")
-PAIR_LOSSES = ("bpr", "softmax")
+PAIR_LOSSES = ("bpr", "sampled", "infonce")
 
 
 @dataclass
@@ -72,9 +73,9 @@ class LightGCNConfig:
     content: str = ""           # fusion: encoder name in the dataset's item_vectors, or a
                                 # .parquet/.npz/.npy file keyed by raw item id (read by the builder)
     content_dim: int = 0        # C: width of the text vectors, filled by the builder
-    loss: str = "bpr"           # bpr (the paper) | softmax: sampled softmax over shared negatives
-    n_negatives: int = 1024     # softmax: uniform negatives per batch, shared by its rows
-    temperature: float = 1.0    # softmax: logits = <e_u, e_i> / temperature
+    loss: str = "bpr"           # bpr (the paper) | sampled | infonce: softmax over shared negatives
+    n_negatives: int = 1024     # sampled / infonce: uniform negatives per batch, shared by its rows
+    temperature: float = 1.0    # sampled: <e_u, e_i> / T; infonce: cos(e_u, e_i) / T (try ~0.1)
 
     def validate(self) -> None:
         if self.negatives not in NEGATIVES:
@@ -93,9 +94,9 @@ class LightGCNConfig:
         if self.loss not in PAIR_LOSSES:
             raise ValueError(f"lightgcn: loss {self.loss!r} is not one of "
                              f"{', '.join(PAIR_LOSSES)}")
-        if self.loss == "softmax" and (self.n_negatives < 1 or self.temperature <= 0):
-            raise ValueError(f"lightgcn: loss 'softmax' needs n_negatives >= 1 and temperature > 0, "
-                             f"got {self.n_negatives}, {self.temperature}")
+        if self.loss != "bpr" and (self.n_negatives < 1 or self.temperature <= 0):
+            raise ValueError(f"lightgcn: loss {self.loss!r} needs n_negatives >= 1 and temperature "
+                             f"> 0, got {self.n_negatives}, {self.temperature}")
         if self.l2 < 0 or self.init_std <= 0:
             raise ValueError(f"lightgcn: need l2 >= 0 and init_std > 0, got {self.l2}, "
                              f"{self.init_std}")
@@ -239,20 +240,27 @@ class LightGCN(nn.Module):
         return users, items
 
     def _embeddings_for_scoring(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``embeddings()``, cached without grad until a weight or buffer changes in place, so
-        an evaluation propagates once however many user chunks it scores."""
+        """``embeddings()`` (unit length after an infonce loss: scores are then cosines), cached
+        without grad until a weight or buffer changes in place, so an evaluation propagates once
+        however many user chunks it scores."""
         if torch.is_grad_enabled():
-            return self.embeddings()
+            return self._scoring_geometry(*self.embeddings())
         key = tuple((p.data_ptr(), p._version) for p in [*self.parameters(), *self.buffers()])
         key += (id(self._adj),)
         if self._cache is None or self._cache[0] != key:
-            self._cache = (key, *self.embeddings())
+            self._cache = (key, *self._scoring_geometry(*self.embeddings()))
         return self._cache[1], self._cache[2]
+
+    def _scoring_geometry(self, users: torch.Tensor, items: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.config.loss != "infonce":
+            return users, items
+        return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
 
     # ---- the model contract --------------------------------------------------------------------
     def loss(self, batch: PairBatch) -> torch.Tensor:
-        """BPR loss of the (user, positive, negative) triples (or, with ``loss = "softmax"``, the
-        sampled softmax of each positive against shared uniform negatives) after one full
+        """BPR loss of the (user, positive, negative) triples (or, with ``loss`` sampled /
+        infonce, the softmax of each positive against shared uniform negatives) after one full
         propagation, plus the L2 term on the batch's ego (layer-0 ID) embeddings."""
         c = self.config
         if batch.pos is None or (batch.neg is None and c.loss == "bpr"):
@@ -260,9 +268,10 @@ class LightGCN(nn.Module):
         users, items = self.embeddings()
         u, p = users[batch.users], items[batch.pos]  # (B, D') each
         ego = self.user_emb(batch.users).pow(2).sum() + self.item_emb(batch.pos).pow(2).sum()
-        if c.loss == "softmax":
+        if c.loss != "bpr":
             neg = uniform_negatives(c.n_items, c.n_negatives, u.device)  # (K,) shared
-            main = sampled_softmax(u, batch.pos, items, neg, temperature=c.temperature)
+            main = (infonce(u, batch.pos, items, c.temperature, neg) if c.loss == "infonce"
+                    else sampled_softmax(u, batch.pos, items, neg, temperature=c.temperature))
         else:
             n = items[batch.neg]
             ego = ego + self.item_emb(batch.neg).pow(2).sum()
