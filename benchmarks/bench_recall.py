@@ -1,7 +1,8 @@
 """Recall benchmarks: BPR and LightGCN on ML-100k (P3, P4) and Gowalla (P2), beside baselines.
 
     .venv/bin/python benchmarks/bench_recall.py [--only p3,p4,p2] [--p2-minutes 40]
-        [--p2-models lightgcn,bpr,itemcf] [--runs-dir DIR] [--out BENCHMARKS.md] [--append]
+        [--p2-models lightgcn,bpr,itemcf] [--p2-set KEY=VALUE ...] [--runs-dir DIR]
+        [--out BENCHMARKS.md] [--append]
 
 Writes (regenerates, or ``--append`` to) these tables of BENCHMARKS.md:
 
@@ -16,7 +17,8 @@ Writes (regenerates, or ``--append`` to) these tables of BENCHMARKS.md:
                                   on the whole train part for a wall-clock budget (P2 has no
                                   validation set, so nothing is selected), test evaluated once;
                                   ItemCF (k=100) / EASE (l2=500, float32, ``--p2-models ease``)
-                                  on the same split
+                                  on the same split; ``lightgcn_infonce``: InfoNCE instead of
+                                  BPR, early-stopped on 10% of train held out as validation
 
 Every measurement runs ``genrec.runs.train`` (what ``genrec train`` does) in its own subprocess
 (this file with ``--worker``), so peak RSS and CPU time are its own. CPU time is the process's
@@ -103,7 +105,12 @@ TABLES: dict[str, tuple[str, str, list[str]]] = {
         "evaluated on test once. ItemCF k=100 / EASE l2=500 (`--p2-models ease`) as in \"Baselines "
         "— P2 Gowalla\", whose EASE row (Recall@20 0.1693 / NDCG@20 0.1399) is the strongest "
         "there; its ItemCF row predates the ItemCF orientation fix of commit 76c10c8, the "
-        "ItemCF row here runs the current code. `fit CPU "
+        "ItemCF row here runs the current code. Rows `lightgcn_infonce` (configs/"
+        "lightgcn_infonce_gowalla_p2.toml) change the objective and the protocol: InfoNCE (cosine "
+        "/ T against 1,024 shared uniform negatives, batch 8,192, lr 1e-2) instead of BPR, and "
+        "10% of each user's train interactions held out as a validation part (`data.valid_ratio"
+        "=0.1`): trained on the other 90%, early-stopped on VALID Recall@20, the best validated "
+        "epoch tested once; their `vs paper` cell adds the VALID Recall@20 that selects among them. `fit CPU "
         "s` = process CPU seconds (user + system) of training; one torch thread on a 2-core "
         "machine shared with other jobs (load average in `notes`).",
         ["dataset", "protocol", "model", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10",
@@ -238,10 +245,12 @@ def part_ml100k(out: Path, which: list[str]) -> None:
               f"H@10 {m['HR@10']:.4f} ({_epochs(r)}, fit {r['fit_s']:.0f}s)", flush=True)
 
 
-def part_p2(out: Path, models: list[str], minutes: dict[str, float], runs_dir: Path | None) -> None:
+def part_p2(out: Path, models: list[str], minutes: dict[str, float], runs_dir: Path | None,
+            extra: list[str]) -> None:
     for model in models:
         config = f"configs/{model}_gowalla_p2.toml"
         sets = [f"train.max_minutes={minutes[model]}"] if model in minutes else []
+        sets += extra
         run_dir = str(runs_dir / f"{model}_gowalla_p2") if runs_dir else None
         r = job({"config": config, "sets": sets, "run_dir": run_dir})
         m = r["metrics"]
@@ -251,7 +260,9 @@ def part_p2(out: Path, models: list[str], minutes: dict[str, float], runs_dir: P
             "dataset": "gowalla", "protocol": "P2 fixed LightGCN split, train masked",
             "model": model, "Recall@20": _f(m["Recall@20"]), "NDCG@20": _f(m["NDCG@20"]),
             "Recall@10": _f(m["Recall@10"]), "NDCG@10": _f(m["NDCG@10"]),
-            "vs paper LightGCN": gap, "epochs": _epochs(r), **_common(r),
+            "vs paper LightGCN": gap + (f"; valid Recall@20 {r['valid']['Recall@20']:.4f}"
+                                        if r["valid"] else ""),
+            "epochs": _epochs(r), **_common(r),
             "config": config + (" --set " + " ".join(sets) if sets else ""),
             "notes": _note(r)}, out)
         print(f"p2 {model}: Recall@20 {m['Recall@20']:.4f} NDCG@20 {m['NDCG@20']:.4f} "
@@ -266,9 +277,11 @@ def main() -> None:
     ap.add_argument("--append", action="store_true", help="keep the rows already in the tables")
     ap.add_argument("--p2-models", default="lightgcn,bpr,itemcf",
                     help="Gowalla models (configs/<model>_gowalla_p2.toml): lightgcn, bpr, "
-                         "itemcf, ease (~1 h, ~7 GB), popularity")
+                         "itemcf, ease (~1 h, ~7 GB), popularity, lightgcn_infonce")
     ap.add_argument("--p2-minutes", type=float, default=40.0,
                     help="LightGCN's training budget on Gowalla (BPR gets half)")
+    ap.add_argument("--p2-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override for every Gowalla model, e.g. params.temperature=0.2")
     ap.add_argument("--runs-dir", type=Path, help="keep the Gowalla run directories here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -285,7 +298,7 @@ def main() -> None:
     if "p2" in parts:
         reset_table(a.out, *TABLES["p2"], append=a.append)
         part_p2(a.out, [m.strip() for m in a.p2_models.split(",") if m.strip()],
-                {"lightgcn": a.p2_minutes, "bpr": a.p2_minutes / 2}, a.runs_dir)
+                {"lightgcn": a.p2_minutes, "bpr": a.p2_minutes / 2}, a.runs_dir, a.p2_set)
 
 
 if __name__ == "__main__":
