@@ -110,9 +110,9 @@ TABLES: dict[str, tuple[str, str, list[str]]] = {
         "/ T against 1,024 shared uniform negatives, batch 8,192, lr 1e-2) instead of BPR, and "
         "10% of each user's train interactions held out as a validation part (`data.valid_ratio"
         "=0.1`): trained on the other 90%, early-stopped on VALID Recall@20, the best validated "
-        "epoch tested once; their `vs paper` cell adds the VALID Recall@20 that selects among them. `fit CPU "
-        "s` = process CPU seconds (user + system) of training; one torch thread on a 2-core "
-        "machine shared with other jobs (load average in `notes`).",
+        "epoch tested once; their `vs paper` cell adds the VALID Recall@20 that selects among "
+        "them. `fit CPU s` = process CPU seconds (user + system) of training; one torch thread "
+        "on a 2-core machine shared with other jobs (load average in `notes`).",
         ["dataset", "protocol", "model", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10",
          "vs paper LightGCN", "epochs", "fit s", "fit CPU s", "s/epoch", "eval s", "peak RSS",
          "config", *_TAIL]),

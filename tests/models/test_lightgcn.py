@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import genrec.models.lightgcn as lg
+import genrec.training.losses as losses
 from genrec.data.batches import PairBatch
 from genrec.features.store import save_vectors
 from genrec.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency, propagate
@@ -130,7 +131,7 @@ def test_l2_is_on_the_batch_ego_embeddings():
 def test_softmax_losses_are_cross_entropy_against_shared_negatives(monkeypatch, loss):
     m = model(loss=loss, n_negatives=3, temperature=0.5, l2=0.1)
     shared = torch.tensor([2, 4, 5])
-    monkeypatch.setattr(lg, "uniform_negatives", lambda n_items, k, device: shared)
+    monkeypatch.setattr(losses, "uniform_negatives", lambda n_items, k, device: shared)
     b = PairBatch(torch.tensor([0, 2]), torch.tensor([1, 4]), None)  # no per-row negative needed
     users, items = (t.detach() for t in m.embeddings())
     if loss == "infonce":  # cosine similarities

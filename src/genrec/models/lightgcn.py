@@ -47,7 +47,7 @@ from torch import nn
 from genrec.data.batches import NEGATIVES, PairBatch
 from genrec.models._layers import ContentItems, fold_in_scores, id_embeddings
 from genrec.models._sparse import binary_matrix
-from genrec.training.losses import infonce, sampled_softmax, uniform_negatives
+from genrec.training.losses import sequence_loss
 
 __all__ = ["LightGCNConfig", "LightGCN", "FUSIONS", "FUSION_STAGES", "PAIR_LOSSES",
            "normalized_adjacency", "propagate"]
@@ -268,10 +268,8 @@ class LightGCN(nn.Module):
         users, items = self.embeddings()
         u, p = users[batch.users], items[batch.pos]  # (B, D') each
         ego = self.user_emb(batch.users).pow(2).sum() + self.item_emb(batch.pos).pow(2).sum()
-        if c.loss != "bpr":
-            neg = uniform_negatives(c.n_items, c.n_negatives, u.device)  # (K,) shared
-            main = (infonce(u, batch.pos, items, c.temperature, neg) if c.loss == "infonce"
-                    else sampled_softmax(u, batch.pos, items, neg, temperature=c.temperature))
+        if c.loss != "bpr":  # K uniform negatives shared by the batch, as for sequence models
+            main = sequence_loss(c.loss, u, batch.pos, items, c.n_negatives, c.temperature)
         else:
             n = items[batch.neg]
             ego = ego + self.item_emb(batch.neg).pow(2).sum()
