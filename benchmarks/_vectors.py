@@ -31,8 +31,9 @@ def ensure_attribute_vectors(dataset: str, column: str = "attributes", name: str
                              dim: int = 128) -> float | None:
     """Item vectors from a column of space-separated attribute ids (the S3-Rec
     ``*_item2attributes.json`` category ids of the Amazon sets): TF-IDF over the ids, truncated
-    SVD to ``dim``, L2-normalised; items without attributes get no vector (the model's documented
-    fallback). Seconds taken, or None when ``item_vectors/<name>.parquet`` exists."""
+    SVD to ``dim`` (``dim=0``: the TF-IDF vectors themselves, one column per attribute id),
+    L2-normalised; items without attributes get no vector (the model's documented fallback).
+    Seconds taken, or None when ``item_vectors/<name>.parquet`` exists."""
     import numpy as np
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -50,9 +51,13 @@ def ensure_attribute_vectors(dataset: str, column: str = "attributes", name: str
     t = time.perf_counter()
     items = ds.items.filter(ds.items[column].is_not_null() & (ds.items[column] != ""))
     x = TfidfVectorizer(token_pattern=r"\S+", sublinear_tf=True).fit_transform(items[column])
-    v = TruncatedSVD(n_components=min(dim, x.shape[1] - 1), random_state=0).fit_transform(x)
+    if dim:
+        v = TruncatedSVD(n_components=min(dim, x.shape[1] - 1), random_state=0).fit_transform(x)
+        how = f"truncated SVD to {v.shape[1]}"
+    else:  # TfidfVectorizer rows are already L2-normalised
+        v, how = x.astype(np.float32).toarray(), "no SVD (one column per id)"
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     save_vectors(ds, name, items["item_id"].to_list(), v,
-                 {"source": f"TF-IDF of the {column} ids, truncated SVD to {v.shape[1]}, "
-                            f"L2-normalised", "n_attributes": x.shape[1]})
+                 {"source": f"TF-IDF of the {column} ids, {how}, L2-normalised",
+                  "n_attributes": x.shape[1]})
     return time.perf_counter() - t

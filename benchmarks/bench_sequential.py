@@ -19,7 +19,7 @@ Sections (rows go to BENCHMARKS.md through ``_record.record``):
     ablation                 item_repr id / content / gated (three gated variants, the one with
                              the best VALID cold-tail Recall@10 compared with id) on the datasets
                              of --ablation-sets: Beauty and ML-100k with MiniLM text vectors,
-                             Sports with TF-IDF + SVD vectors of its item2attributes.json ids.
+                             Sports with TF-IDF vectors of its item2attributes.json ids.
 
 Every training run is a fresh subprocess of this script (``--worker SPEC OUT``), so its peak RSS
 (ru_maxrss) and CPU time (getrusage user+sys) are that run's alone; ``--parallel N`` trains up to N
@@ -702,10 +702,11 @@ def _ensure_valid_npz(tag: str) -> None:
 
 
 # per dataset of the ablation: the P1 preset and the content vectors (item_vectors name, made when
-# missing: MiniLM of the text fields, or TF-IDF + SVD of the S3-Rec attribute ids for Sports)
+# missing: MiniLM of the text fields, or TF-IDF of the S3-Rec attribute ids for Sports: one column
+# per id, no SVD; the SVD-128 vectors of an earlier stop blurred the rare fine-grained categories)
 ABLATION_SETS = {"beauty": ("configs/sasrec_beauty_p1.toml", "minilm", "title,categories"),
                  "ml100k": ("configs/sasrec_ml100k_p1.toml", "minilm", "title,genres"),
-                 "sports": ("configs/sasrec_sports_p1.toml", "attributes", "attributes")}
+                 "sports": ("configs/sasrec_sports_p1.toml", "attributes_tfidf", "attributes")}
 # the gated model and its two cold-tail options (see genrec.models._layers): the one with the best
 # VALID cold-tail Recall@10 is the gated model compared with id on the TEST tail
 GATED = {"gated": [], "gated+count": ["params.count_gate=true"],
@@ -714,8 +715,8 @@ GATED = {"gated": [], "gated+count": ["params.count_gate=true"],
 
 ABLATION_INTRO = (
     "SASRec (the P1 preset of each dataset, full-softmax CE) with item_repr id / content / gated; "
-    "content = frozen item vectors, projected (MiniLM of the item text; Sports: TF-IDF + SVD of "
-    "its attribute ids). Three gated models: the plain "
+    "content = frozen item vectors, projected (MiniLM of the item text; Sports: TF-IDF of its "
+    "attribute ids, first as SVD-128 vectors, then without SVD). Three gated models: the plain "
     "gate, count_gate (the gate also sees log(1 + training count)), and count_gate + id_dropout "
     "0.2 (DropoutNet-style: in training each item is its content vector alone with probability "
     "0.2). The gated model compared with id is the one with the best VALIDATION cold-tail "
@@ -733,8 +734,8 @@ def _ablation_tag(section: str, variant: str) -> str:
 
 def _content_text(section: str) -> str:
     _, name, fields = ABLATION_SETS[section]
-    if name == "attributes":
-        return "TF-IDF + SVD-128 of the item2attributes.json category ids"
+    if name == "attributes_tfidf":
+        return "TF-IDF of the item2attributes.json category ids (2,277 columns, no SVD)"
     return f"{name} (all-MiniLM-L6-v2) of {fields}"
 
 
@@ -744,9 +745,11 @@ def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]
     from _vectors import ensure_attribute_vectors, ensure_vectors
 
     presets = {s: ABLATION_SETS[s][0] for s in sets}
-    variants = {"content": ["params.item_repr=content"],
-                **{name: ["params.item_repr=gated", *extra] for name, extra in GATED.items()}}
-    embed_seconds = {s: (ensure_attribute_vectors(DATASET[s]) if ABLATION_SETS[s][1] == "attributes"
+    # the gated jobs first: content-only models train slowest and may be cut (--resume --finish)
+    variants = {**{name: ["params.item_repr=gated", *extra] for name, extra in GATED.items()},
+                "content": ["params.item_repr=content"]}
+    embed_seconds = {s: (ensure_attribute_vectors(DATASET[s], name=ABLATION_SETS[s][1], dim=0)
+                         if ABLATION_SETS[s][1] == "attributes_tfidf"
                          else ensure_vectors(DATASET[s], ABLATION_SETS[s][2], ABLATION_SETS[s][1]))
                      for s in presets}
     # params.content right after item_repr: the order saved runs were keyed by (--reuse)
