@@ -114,7 +114,8 @@ def _table_line(cells: list) -> str:
 def reset_table(path: str | Path, title: str, intro: str, header: list[str],
                 append: bool = False) -> None:
     """Write the section ``## title`` with its paragraph and header row, replacing the old section
-    where it stands (its rows go), or adding it at the end; ``append`` keeps an existing one."""
+    where it stands (its rows go), or adding it at the end; ``append`` keeps an existing one's
+    header and rows and only brings its paragraph up to date."""
     path, heading = Path(path), f"## {title}"
     path.touch(exist_ok=True)
     with path.open("r+", encoding="utf-8") as fh:
@@ -126,13 +127,15 @@ def reset_table(path: str | Path, title: str, intro: str, header: list[str],
             while lines and not lines[-1].strip():
                 lines.pop()
             lines += ["", *section]
-        elif append:
-            return
         else:
             start = lines.index(heading)
             end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
                        len(lines))
-            lines[start:end] = section + ([""] if end < len(lines) else [])
+            table = next((i for i in range(start + 1, end) if lines[i].startswith("| ")), None)
+            if append and table is not None:
+                lines[start + 1:table] = ["", intro, ""]
+            else:
+                lines[start:end] = section + ([""] if end < len(lines) else [])
         fh.seek(0)
         fh.write("\n".join(lines) + "\n")
         fh.truncate()
