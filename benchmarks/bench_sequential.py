@@ -862,9 +862,8 @@ def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]
                 "wall time": f"{r['wall_seconds']:.0f} s",
                 "CPU time": f"{r['cpu_seconds']:.0f} s",
                 "peak memory": f"{r['peak_rss_mb']:.0f} MB RSS",
-                "machine": f"{_machine()}, threads={r['threads']}, {_load()}{NOTE}",
-                "command": ".venv/bin/python benchmarks/bench_sequential.py --only ablation"},
-                _REPO / "BENCHMARKS.md")
+                "machine": f"{_machine()}, threads={r['threads']}, {_load()}{NOTE}"},
+                _REPO / "BENCHMARKS.md")  # command: this run's own (record fills it in)
     return rows
 
 
