@@ -19,7 +19,8 @@ Sections (rows go to BENCHMARKS.md through ``_record.record``):
     ablation                 item_repr id / content / gated (three gated variants, the one with
                              the best VALID cold-tail Recall@10 compared with id) on the datasets
                              of --ablation-sets: Beauty and ML-100k with MiniLM text vectors,
-                             Sports with TF-IDF vectors of its item2attributes.json ids.
+                             Sports with TF-IDF vectors of its item2attributes.json ids; the
+                             cold tail both in full ranking and ranking the tail items only.
 
 Every training run is a fresh subprocess of this script (``--worker SPEC OUT``), so its peak RSS
 (ru_maxrss) and CPU time (getrusage user+sys) are that run's alone; ``--parallel N`` trains up to N
