@@ -54,7 +54,7 @@ def ensure_attribute_vectors(dataset: str, column: str = "attributes", name: str
     if dim:
         v = TruncatedSVD(n_components=min(dim, x.shape[1] - 1), random_state=0).fit_transform(x)
         how = f"truncated SVD to {v.shape[1]}"
-    else:  # TfidfVectorizer rows are already L2-normalised
+    else:  # TfidfVectorizer rows are L2-normalised already: the division below keeps them
         v, how = x.astype(np.float32).toarray(), "no SVD (one column per id)"
     v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
     save_vectors(ds, name, items["item_id"].to_list(), v,

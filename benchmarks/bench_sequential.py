@@ -160,13 +160,13 @@ def valid_worker(spec_path: Path, out_path: Path) -> None:
                    Path(out_path).with_suffix(".valid.npz"))
 
 
-def within_tail_worker(spec_path: Path, out_path: Path, share: float = 0.2) -> None:
-    """``<tag>.{valid,test}.within.npz``: the best.pt ranking ONLY the cold-tail items (the
-    ``share`` least-trained, the cut of ``_cold_tail``): every other item's score is -inf, so
-    the target competes with the tail alone, whatever the model's head-vs-tail calibration."""
+def within_tail_worker(spec_path: Path, out_path: Path) -> None:
+    """``<tag>.{valid,test}.within.npz``: the best.pt ranking ONLY the cold-tail items
+    (``_tail_cut``): every other item's score is -inf, so the target competes with the tail
+    alone, whatever the model's head-vs-tail calibration."""
     run = _best_run(spec_path, out_path)
     counts = run.split.item_counts()
-    head = counts > np.quantile(counts[1:], share)  # PAD (column 0) is -inf already
+    head = counts > _tail_cut(counts)  # PAD (column 0) is -inf already
     score = run.model.score
 
     def tail_only(batch: Any) -> Any:
@@ -704,40 +704,40 @@ def peer_row(rb: dict[str, Any], rb_curve: list[dict[str, Any]], g: dict[str, An
 
 
 # ---- ablation: item_repr id / content / gated ----------------------------------------------------
-def _cold_tail(tag: str, stage: str = "test", share: float = 0.2) -> dict[str, float]:
-    """Masked metrics of ``stage`` over users whose target is among the ``share`` least-trained
-    items (the cut is the ``share`` quantile of the items' training counts)."""
-    z = np.load(OUT_DIR / (f"{tag}.npz" if stage == "test" else f"{tag}.valid.npz"))
-    counts = z["train_count"][1:]
-    cut = np.quantile(counts, share)
+TAIL_SHARE = 0.2  # the cold tail: the 20% least-trained items
+
+
+def _tail_cut(train_count: np.ndarray, share: float = TAIL_SHARE) -> float:
+    """The largest training count of the tail: the ``share`` quantile over the items (not PAD)."""
+    return float(np.quantile(train_count[1:], share))
+
+
+def _cold_tail(tag: str, stage: str = "test", within: bool = False) -> dict[str, Any]:
+    """Masked metrics of ``stage`` over users whose target is in the cold tail (``_tail_cut``);
+    ``within``: when the model ranks the tail items only (``within_tail_worker``)."""
+    if within:
+        _ensure_npz(tag, f"{stage}.within", "--within-tail-worker")
+        z = np.load(OUT_DIR / f"{tag}.{stage}.within.npz")
+    elif stage == "valid":
+        _ensure_npz(tag, "valid", "--valid-worker")
+        z = np.load(OUT_DIR / f"{tag}.valid.npz")
+    else:  # the training job's own test metrics
+        z = np.load(OUT_DIR / f"{tag}.npz")
+    cut = _tail_cut(z["train_count"])
     cold = z["train_count"][z["target"]] <= cut
-    return {"users": int(cold.sum()), "cut": float(cut),
-            "item_share": float((counts <= cut).mean()),
+    return {"users": int(cold.sum()), "cut": cut,
+            "item_share": float((z["train_count"][1:] <= cut).mean()),
             "per_user": z["masked_Recall@10"][cold],  # same users in the same order for every run
             **{k: float(z[f"masked_{k}"][cold].mean()) for k in ("Recall@10", "NDCG@10")}}
 
 
-def _within_tail(tag: str, stage: str = "test", share: float = 0.2) -> dict[str, Any]:
-    """Masked metrics of the cold-tail users of ``stage`` (as ``_cold_tail``) when the model
-    ranks the tail items only (``within_tail_worker``; scored here when missing)."""
-    path = OUT_DIR / f"{tag}.{stage}.within.npz"
-    if not path.is_file():
-        with (OUT_DIR / f"{tag}.within.log").open("w") as log:
-            subprocess.run([sys.executable, __file__, "--within-tail-worker",
-                            str(OUT_DIR / f"{tag}.spec.json"), str(OUT_DIR / f"{tag}.json")],
-                           stdout=log, stderr=subprocess.STDOUT, cwd=_REPO, check=True)
-    z = np.load(path)
-    cold = z["train_count"][z["target"]] <= np.quantile(z["train_count"][1:], share)
-    return {"users": int(cold.sum()), "per_user": z["masked_Recall@10"][cold],
-            **{k: float(z[f"masked_{k}"][cold].mean()) for k in ("Recall@10", "NDCG@10")}}
-
-
-def _ensure_valid_npz(tag: str) -> None:
-    """Jobs that finished before the worker saved VALID per-user metrics: score their best.pt."""
-    if (OUT_DIR / f"{tag}.valid.npz").is_file():
+def _ensure_npz(tag: str, suffix: str, worker_flag: str) -> None:
+    """Score a finished job's best.pt with ``worker_flag`` unless ``<tag>.<suffix>.npz`` exists
+    (jobs that finished before the worker saved these per-user metrics)."""
+    if (OUT_DIR / f"{tag}.{suffix}.npz").is_file():
         return
-    with (OUT_DIR / f"{tag}.valid.log").open("w") as log:
-        subprocess.run([sys.executable, __file__, "--valid-worker",
+    with (OUT_DIR / f"{tag}.{suffix}.log").open("w") as log:
+        subprocess.run([sys.executable, __file__, worker_flag,
                         str(OUT_DIR / f"{tag}.spec.json"), str(OUT_DIR / f"{tag}.json")],
                        stdout=log, stderr=subprocess.STDOUT, cwd=_REPO, check=True)
 
@@ -816,17 +816,15 @@ def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]
     rows = []
     for section in presets:
         names = ["id", "content", *GATED]
-        for name in names:
-            _ensure_valid_npz(_ablation_tag(section, name))
         valid_tail = {n: _cold_tail(_ablation_tag(section, n), "valid") for n in names}
         chosen = max(GATED, key=lambda n: valid_tail[n]["Recall@10"])
         id_tail = _cold_tail(_ablation_tag(section, "id"))["per_user"]
-        id_within = _within_tail(_ablation_tag(section, "id"))["per_user"]
+        id_within = _cold_tail(_ablation_tag(section, "id"), within=True)["per_user"]
         for name in names:
             tag = _ablation_tag(section, name)
             r = done[tag]
             cold, vcold = _cold_tail(tag), valid_tail[name]
-            within, vwithin = _within_tail(tag), _within_tail(tag, "valid")
+            within, vwithin = _cold_tail(tag, within=True), _cold_tail(tag, "valid", within=True)
             lo, hi = paired_ci(cold["per_user"], id_tail)
             wlo, whi = paired_ci(within["per_user"], id_within)
             rows.append(r)
