@@ -1,7 +1,7 @@
 """Sequential recommenders (SASRec, HSTU) on protocol P1, and time-to-quality against RecBole 1.2.1.
 
     .venv/bin/python benchmarks/bench_sequential.py
-        [--only beauty,sports,ml100k,speed,peer,ablation] [--parallel N]
+        [--only beauty,sports,ml100k,speed,peer,ablation,calibration] [--parallel N]
         [--resume] [--reuse] [--peer-dir DIR] [--no-record] [--ablation-sets beauty,ml100k,sports]
 
 Sections (rows go to BENCHMARKS.md through ``_record.record``):
@@ -21,6 +21,10 @@ Sections (rows go to BENCHMARKS.md through ``_record.record``):
                              of --ablation-sets: Beauty and ML-100k with MiniLM text vectors,
                              Sports with TF-IDF vectors of its item2attributes.json ids; the
                              cold tail both in full ranking and ranking the tail items only.
+    calibration              the ablation's models (best.pt) with each item's score lowered by
+                             tau * log(1 + training count): tau chosen on VALID (best tail with
+                             overall VALID N@10 not below id's), test overall and tail, and the
+                             trade-off curves as PNGs in benchmarks/out/sequential/.
 
 Every training run is a fresh subprocess of this script (``--worker SPEC OUT``), so its peak RSS
 (ru_maxrss) and CPU time (getrusage user+sys) are that run's alone; ``--parallel N`` trains up to N
@@ -57,7 +61,7 @@ import numpy as np
 _REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO / "benchmarks"))
 
-SECTIONS = ("beauty", "sports", "ml100k", "speed", "peer", "ablation")
+SECTIONS = ("beauty", "sports", "ml100k", "speed", "peer", "ablation", "calibration")
 OUT_DIR = _REPO / "benchmarks" / "out" / "sequential"
 P1 = "P1 leave-one-out, full ranking"
 TABLE_P1 = "Sequential — P1 leave-one-out"
@@ -90,12 +94,14 @@ UNMASKED = "unmasked:"  # prefix of the validation keys computed without masking
 
 
 # ---- worker: one training run in its own process ------------------------------------------------
-def _evaluate_both(run: Any, stage: str, ks: tuple[int, ...]) -> dict[str, Any]:
+def _evaluate_both(run: Any, stage: str, ks: tuple[int, ...],
+                   penalties: dict[str, Any] | None = None) -> dict[str, Any]:
     """Masked and unmasked full-ranking metrics of ``stage`` from ONE scoring pass.
 
     Users are scored in chunks; each chunk's scores go to ``evaluate`` twice, once with the
     stage's history (genrec's protocol) and once with an empty history (RecBole's sequential
-    protocol, which ranks the user's own past items too).
+    protocol, which ranks the user's own past items too). ``penalties``: name -> a per-item
+    tensor (n_items + 1,) subtracted from the scores, one more masked evaluation each.
     """
     import scipy.sparse as sp
 
@@ -108,22 +114,25 @@ def _evaluate_both(run: Any, stage: str, ks: tuple[int, ...]) -> dict[str, Any]:
     users = np.flatnonzero(np.diff(targets.indptr) > 0)
     score = _scorer(run, stage)
     chunk = max(1, min(512, (1 << 23) // history.shape[1]))  # one evaluate chunk per call
-    parts: dict[str, dict[str, list[np.ndarray]]] = {"masked": {}, "unmasked": {}}
+    views = [("masked", history, None), ("unmasked", empty, None),
+             *((name, history, p) for name, p in (penalties or {}).items())]
+    parts: dict[str, dict[str, list[np.ndarray]]] = {name: {} for name, *_ in views}
     score_s = 0.0
     for lo in range(0, len(users), chunk):
         u = users[lo:lo + chunk]
         t = time.perf_counter()
         s = score(u)
         score_s += time.perf_counter() - t
-        for name, hist in (("masked", history), ("unmasked", empty)):
-            res = evaluate(lambda _u, s=s: s, hist, targets, ks=ks, users=u, batch_users=len(u))
+        for name, hist, p in views:
+            s_ = s if p is None else s - p.to(s.device, s.dtype)
+            res = evaluate(lambda _u, s_=s_: s_, hist, targets, ks=ks, users=u,
+                           batch_users=len(u))
             for key, val in res.per_user.items():
                 if key.split("@")[0] in ("HR", "Recall", "NDCG", "MRR"):
                     parts[name].setdefault(key, []).append(val)
     per_user = {name: {k: np.concatenate(v) for k, v in d.items()} for name, d in parts.items()}
     means = {name: {k: float(np.nanmean(v)) for k, v in d.items()} for name, d in per_user.items()}
-    return {"masked": means["masked"], "unmasked": means["unmasked"], "users": users,
-            "per_user": per_user, "score_seconds": score_s}
+    return {**means, "users": users, "per_user": per_user, "score_seconds": score_s}
 
 
 def _save_per_user(split: Any, stage: str, both: dict[str, Any], path: Path) -> None:
@@ -178,6 +187,30 @@ def within_tail_worker(spec_path: Path, out_path: Path) -> None:
     for stage in ("valid", "test"):
         _save_per_user(run.split, stage, _evaluate_both(run, stage, (10,)),
                        Path(out_path).with_suffix(f".{stage}.within.npz"))
+
+
+# post-hoc popularity adjustment (logit adjustment, Menon et al. 2021): each item's score minus
+# tau * log(1 + its training count); tau = 0 is the model as trained
+CALIBRATION_TAUS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8)
+
+
+def calibration_worker(spec_path: Path, out_path: Path) -> None:
+    """``<tag>.{valid,test}.calib.npz``: the best.pt's masked per-user metrics with each item's
+    score lowered by tau * log(1 + training count), one ``tau<tau>`` view per CALIBRATION_TAUS
+    (next to the plain ``masked`` one): how much overall accuracy a model gives up for the tail
+    when it is made to place rare items higher."""
+    import torch
+
+    t0, cpu0 = time.perf_counter(), _cpu()
+    run = _best_run(spec_path, out_path)
+    log_count = torch.from_numpy(np.log1p(run.split.item_counts()).astype(np.float32))
+    penalties = {f"tau{t:g}": t * log_count for t in CALIBRATION_TAUS}
+    for stage in ("valid", "test"):
+        _save_per_user(run.split, stage, _evaluate_both(run, stage, (10,), penalties),
+                       Path(out_path).with_suffix(f".{stage}.calib.npz"))
+    Path(out_path).with_suffix(".calib.json").write_text(json.dumps({
+        "wall_seconds": time.perf_counter() - t0, "cpu_seconds": _cpu() - cpu0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
 def _build_model(cfg: Any, ds: Any, split: Any) -> Any:
@@ -784,7 +817,10 @@ def _content_text(section: str) -> str:
     return f"{name} (all-MiniLM-L6-v2) of {fields}"
 
 
-def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
+def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None = None
+                     ) -> list[dict[str, Any]]:
+    """``only``: the variants to train and record besides id (default all: content and GATED);
+    the gated option is marked as chosen only when all of GATED ran."""
     from _record import COLUMNS, record, reset_table
     from _stats import N_BOOT, paired_ci
     from _vectors import ensure_attribute_vectors, ensure_vectors
@@ -793,6 +829,7 @@ def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]
     # the gated jobs first: content-only models train slowest and may be cut (--resume --finish)
     variants = {**{name: ["params.item_repr=gated", *extra] for name, extra in GATED.items()},
                 "content": ["params.item_repr=content"]}
+    variants = {n: v for n, v in variants.items() if only is None or n in only}
     embed_seconds = {s: (ensure_attribute_vectors(DATASET[s], name=ABLATION_SETS[s][1], dim=0)
                          if ABLATION_SETS[s][1] == "attributes_tfidf"
                          else ensure_vectors(DATASET[s], ABLATION_SETS[s][2], ABLATION_SETS[s][1]))
@@ -812,12 +849,13 @@ def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]
     if record_rows:  # a subset of the datasets appends: the others' rows stay
         reset_table(_REPO / "BENCHMARKS.md", TABLE_ABLATION, ABLATION_INTRO,
                     COLUMNS + ["model", "content", "epochs (best)", "valid N@10", "CPU time"],
-                    append=set(sets) != set(ABLATION_SETS))
+                    append=set(sets) != set(ABLATION_SETS) or only is not None)
     rows = []
     for section in presets:
-        names = ["id", "content", *GATED]
+        names = ["id", *(n for n in ("content", *GATED) if n in variants)]
         valid_tail = {n: _cold_tail(_ablation_tag(section, n), "valid") for n in names}
-        chosen = max(GATED, key=lambda n: valid_tail[n]["Recall@10"])
+        chosen = (max(GATED, key=lambda n: valid_tail[n]["Recall@10"])
+                  if set(GATED) <= set(names) else None)
         id_tail = _cold_tail(_ablation_tag(section, "id"))["per_user"]
         id_within = _cold_tail(_ablation_tag(section, "id"), within=True)["per_user"]
         for name in names:
@@ -866,6 +904,126 @@ def section_ablation(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]
     return rows
 
 
+# ---- calibration: the ablation's models with their scores lowered by tau * log(1 + count) ----------
+TABLE_CALIBRATION = "Sequential — cold tail against overall accuracy (popularity adjustment)"
+CALIBRATION_INTRO = (
+    "The item-representation ablation's SASRec models (their best.pt, nothing retrained), each "
+    "item's score lowered by tau * log(1 + its training count) at ranking time (post-hoc logit "
+    "adjustment, Menon et al. 2021), tau in {0, " + ", ".join(f"{t:g}" for t in CALIBRATION_TAUS)
+    + "}. It places rare items higher at some cost in overall accuracy, for any model, so the "
+    "question becomes which model gets more tail for the same overall accuracy. tau is chosen on "
+    "VALIDATION for each model: the best VALID cold-tail R@10 among the tau whose VALID overall "
+    "N@10 is not below the plain id model's (a model may spend on the tail only the accuracy it "
+    "has over id; a model that never reaches id's says so and is shown at tau = 0); the gated "
+    "model is the gated variant with the best VALID tail at its tau. Test: masked overall R@10 / "
+    "N@10 and the cold tail of the ablation table (users whose test target is among the 20% "
+    "least-trained items), with 95% paired bootstrap CIs of the differences to id at its own "
+    "tau. The whole curves: benchmarks/out/sequential/calibration_<dataset>.png.")
+
+
+def _calibration(tag: str, stage: str) -> dict[float, dict[str, Any]]:
+    """tau -> overall masked R@10 / N@10 (means and per user) and the cold tail's per-user R@10,
+    from ``<tag>.<stage>.calib.npz`` (``calibration_worker``; run when missing)."""
+    _ensure_npz(tag, f"{stage}.calib", "--calibration-worker")  # also writes <tag>.calib.json
+    z = np.load(OUT_DIR / f"{tag}.{stage}.calib.npz")
+    cold = z["train_count"][z["target"]] <= _tail_cut(z["train_count"])
+    out = {}
+    for tau in (0.0, *CALIBRATION_TAUS):
+        view = "masked" if tau == 0 else f"tau{tau:g}"
+        r, n = z[f"{view}_Recall@10"], z[f"{view}_NDCG@10"]
+        out[tau] = {"R@10": float(r.mean()), "N@10": float(n.mean()), "recall": r, "ndcg": n,
+                    "tail": r[cold], "tail R@10": float(r[cold].mean())}
+    return out
+
+
+def _best_epoch(tag: str) -> str:
+    """'epoch B of N': which epoch's weights best.pt holds (the best VALID NDCG@10 in the run's
+    train_log.jsonl) and how many epochs the run directory has trained."""
+    log = [json.loads(line) for line in
+           (OUT_DIR / f"{tag}.run" / "train_log.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [e for e in log if "valid" in e]
+    best = max(epochs, key=lambda e: e["valid"]["NDCG@10"])
+    return f"epoch {best['epoch']} of {len(epochs)}"
+
+
+def _choose_tau(valid: dict[float, dict[str, Any]], floor: float) -> float | None:
+    """The tau with the best VALID tail R@10 among those with VALID N@10 >= floor (ties: the
+    smaller tau); None when no tau reaches the floor."""
+    ok = [t for t, c in valid.items() if c["N@10"] >= floor]
+    return max(ok, key=lambda t: (valid[t]["tail R@10"], -t)) if ok else None
+
+
+def section_calibration(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
+    from _record import COLUMNS, record, reset_table
+    from _stats import N_BOOT, paired_ci
+
+    from genrec.evaluation.plots import tradeoff_chart
+
+    if record_rows:
+        reset_table(_REPO / "BENCHMARKS.md", TABLE_CALIBRATION, CALIBRATION_INTRO,
+                    COLUMNS + ["model", "tau (chosen on VALID)", "VALID N@10 / tail R@10"],
+                    append=set(sets) != set(ABLATION_SETS))
+    rows = []
+    for section in sets:
+        tags = {n: _ablation_tag(section, n) for n in ("id", "content", *GATED)}
+        missing = [n for n, t in tags.items() if not (OUT_DIR / f"{t}.run" / "best.pt").is_file()]
+        names = [n for n in tags if n not in missing]
+        if missing:
+            print(f"[calibration] {section}: no best.pt for {', '.join(missing)} (run --only "
+                  f"ablation --ablation-sets {section} to train them)", flush=True)
+        if "id" in missing or not set(GATED) & set(names):
+            continue
+        valid = {n: _calibration(tags[n], "valid") for n in names}
+        test = {n: _calibration(tags[n], "test") for n in names}
+        floor = valid["id"][0.0]["N@10"]
+        tau = {n: _choose_tau(valid[n], floor) for n in names}
+        gated_ok = [n for n in GATED if n in names and tau[n] is not None]
+        chosen = max(gated_ok, key=lambda n: valid[n][tau[n]]["tail R@10"]) if gated_ok else None
+        for stage, curves in (("VALID", valid), ("TEST", test)):
+            chart = tradeoff_chart(
+                {n: [(c["N@10"], c["tail R@10"], f"{t:g}") for t, c in curves[n].items()]
+                 for n in names},
+                OUT_DIR / f"calibration_{section}_{stage.lower()}.png",
+                f"{stage} overall NDCG@10 (masked)", f"{stage} cold-tail Recall@10",
+                f"{DATASET[section]} SASRec: score - tau * log(1 + count), tau labelled")
+            print(f"[calibration] {section}: {chart}", flush=True)
+        ref = test["id"][tau["id"] if tau["id"] is not None else 0.0]
+        for n in names:
+            t = tau[n] if tau[n] is not None else 0.0
+            v, c = valid[n][t], test[n][t]
+            tlo, thi = paired_ci(c["tail"], ref["tail"])
+            nlo, nhi = paired_ci(c["ndcg"], ref["ndcg"])
+            mark = " (the gated model: best VALID tail at its tau)" if n == chosen else ""
+            metrics = (f"best.pt = {_best_epoch(tags[n])}; masked R@10 {c['R@10']:.4f} / "
+                       f"N@10 {c['N@10']:.4f}; cold tail "
+                       f"({len(c['tail'])} users) R@10 {c['tail R@10']:.4f}")
+            if n != "id":
+                metrics += (f"; minus id at its tau, 95% paired bootstrap CI ({N_BOOT} resamples "
+                            f"of users): N@10 [{nlo:+.4f}, {nhi:+.4f}], tail R@10 "
+                            f"[{tlo:+.4f}, {thi:+.4f}]")
+            tau_txt = (f"{t:g}" if tau[n] is not None
+                       else f"none reaches id's VALID N@10 {floor:.4f}: shown at 0")
+            print(f"[calibration] {section} {n}{mark}: tau {tau_txt}; VALID N@10 "
+                  f"{v['N@10']:.4f} tail {v['tail R@10']:.4f}; TEST {metrics}", flush=True)
+            rows.append({"section": section, "model": n, "tau": tau[n], "test": metrics})
+            if record_rows:
+                cost = json.loads((OUT_DIR / f"{tags[n]}.calib.json").read_text())
+                repr_ = "id" if n == "id" else " ".join(
+                    ["item_repr=content" if n == "content" else "item_repr=gated",
+                     *(x.replace("params.", "") for x in GATED.get(n, []))])
+                record(TABLE_CALIBRATION, {
+                    "dataset": DATASET[section], "protocol": P1, "model": f"sasrec {repr_}{mark}",
+                    "tau (chosen on VALID)": tau_txt,
+                    "VALID N@10 / tail R@10": f"{v['N@10']:.4f} / {v['tail R@10']:.4f}",
+                    "metrics": metrics,
+                    "wall time": f"{cost['wall_seconds']:.0f} s (CPU {cost['cpu_seconds']:.0f} s)"
+                                 f" to score valid + test at the {len(valid[n])} tau",
+                    "peak memory": f"{cost['peak_rss_mb']:.0f} MB RSS",
+                    "machine": f"{_machine()}, threads=1, {_load()}{NOTE}"},
+                    _REPO / "BENCHMARKS.md")
+    return rows
+
+
 def main() -> None:
     global PEER_BUDGET_MIN
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -892,6 +1050,9 @@ def main() -> None:
     ap.add_argument("--note", default="", help="text appended to the machine column")
     ap.add_argument("--ablation-sets", default="beauty,ml100k,sports",
                     help=f"datasets of --only ablation, from {', '.join(ABLATION_SETS)}")
+    ap.add_argument("--ablation-variants", default=None,
+                    help=f"variants of --only ablation besides id, from content, "
+                         f"{', '.join(GATED)} (default all)")
     ap.add_argument("--parallel", type=int, default=1,
                     help="train up to this many jobs of a section at once (one thread each)")
     ap.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
@@ -899,7 +1060,12 @@ def main() -> None:
                     help=argparse.SUPPRESS)
     ap.add_argument("--within-tail-worker", nargs=2, type=Path, metavar=("SPEC", "OUT"),
                     help=argparse.SUPPRESS)
+    ap.add_argument("--calibration-worker", nargs=2, type=Path, metavar=("SPEC", "OUT"),
+                    help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.calibration_worker:
+        calibration_worker(*a.calibration_worker)
+        return
     if a.worker:
         worker(*a.worker)
         return
@@ -916,6 +1082,10 @@ def main() -> None:
     ablation_sets = [s.strip() for s in a.ablation_sets.split(",") if s.strip()]
     if unknown := sorted(set(ablation_sets) - set(ABLATION_SETS)):
         ap.error(f"--ablation-sets: unknown {unknown}; choose from {', '.join(ABLATION_SETS)}")
+    variants = a.ablation_variants and [v.strip() for v in a.ablation_variants.split(",")]
+    if variants and (unknown := sorted(set(variants) - {"content", *GATED})):
+        ap.error(f"--ablation-variants: unknown {unknown}; choose from content, "
+                 f"{', '.join(GATED)}")
     for env in ("GENREC_DATA", "GENREC_HOME"):
         if not os.environ.get(env):
             print(f"warning: {env} is not set", file=sys.stderr)
@@ -937,7 +1107,9 @@ def main() -> None:
         elif section == "peer":
             section_peer(a.peer_dir, record_rows)
         elif section == "ablation":
-            section_ablation(record_rows, ablation_sets)
+            section_ablation(record_rows, ablation_sets, variants or None)
+        elif section == "calibration":
+            section_calibration(record_rows, ablation_sets)
 
 
 if __name__ == "__main__":

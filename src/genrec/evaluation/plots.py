@@ -1,10 +1,10 @@
-"""Plots a person would rather look at than read: metric bars across models."""
+"""Plots a person would rather look at than read: metric bars across models, trade-off curves."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["metrics_bar_chart"]
+__all__ = ["metrics_bar_chart", "tradeoff_chart"]
 
 
 def metrics_bar_chart(results: dict[str, dict[str, float]], metrics: list[str], out: Path,
@@ -30,6 +30,35 @@ def metrics_bar_chart(results: dict[str, dict[str, float]], metrics: list[str], 
     ax.legend(frameon=False, fontsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     ax.margins(y=0.15)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def tradeoff_chart(curves: dict[str, list[tuple[float, float, str]]], out: Path,
+                   xlabel: str, ylabel: str, title: str = "") -> Path:
+    """One line per model through its (x, y, label) points, e.g. overall accuracy against
+    cold-tail accuracy as a knob moves; each point is annotated with its label."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    if not curves or not any(curves.values()):
+        raise ValueError("tradeoff_chart: no points to plot")
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=110)
+    for model, points in curves.items():
+        xs, ys, labels = zip(*points) if points else ((), (), ())
+        ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.2, label=model)
+        for x, y, text in zip(xs, ys, labels):
+            ax.annotate(text, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False, fontsize=8)
+    ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

@@ -1,0 +1,34 @@
+"""The plots: a PNG that an image reader opens, and a clear error when there is nothing to draw."""
+
+from __future__ import annotations
+
+import pytest
+
+from genrec.evaluation.plots import metrics_bar_chart, tradeoff_chart
+
+
+def _png_size(path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n"
+    return int.from_bytes(head[16:20], "big"), int.from_bytes(head[20:24], "big")
+
+
+def test_tradeoff_chart_writes_a_png(tmp_path):
+    curves = {"id": [(0.031, 0.018, "0"), (0.030, 0.025, "0.2")],
+              "gated": [(0.032, 0.016, "0"), (0.031, 0.027, "0.2"), (0.028, 0.040, "0.4")]}
+    out = tradeoff_chart(curves, tmp_path / "sub" / "curve.png", "overall N@10", "tail R@10")
+    assert out == tmp_path / "sub" / "curve.png"
+    width, height = _png_size(out)
+    assert width > 300 and height > 200
+
+
+def test_tradeoff_chart_refuses_empty_curves(tmp_path):
+    with pytest.raises(ValueError, match="no points"):
+        tradeoff_chart({"id": []}, tmp_path / "x.png", "x", "y")
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_metrics_bar_chart_writes_a_png(tmp_path):
+    out = metrics_bar_chart({"ease": {"NDCG@10": 0.04}, "pop": {"NDCG@10": 0.01}}, ["NDCG@10"],
+                            tmp_path / "bars.png")
+    assert _png_size(out)[0] > 100
