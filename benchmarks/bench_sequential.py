@@ -1,7 +1,7 @@
 """Sequential recommenders (SASRec, HSTU) on protocol P1, and time-to-quality against RecBole 1.2.1.
 
     .venv/bin/python benchmarks/bench_sequential.py
-        [--only beauty,sports,ml100k,speed,peer,ablation,calibration] [--parallel N]
+        [--only beauty,sports,ml100k,speed,peer,ablation,seeds,calibration] [--parallel N]
         [--resume] [--reuse] [--peer-dir DIR] [--no-record] [--ablation-sets beauty,ml100k,sports]
 
 Sections (rows go to BENCHMARKS.md through ``_record.record``):
@@ -21,6 +21,8 @@ Sections (rows go to BENCHMARKS.md through ``_record.record``):
                              of --ablation-sets: Beauty and ML-100k with MiniLM text vectors,
                              Sports with TF-IDF vectors of its item2attributes.json ids; the
                              cold tail both in full ranking and ranking the tail items only.
+    seeds                    the ablation's id and chosen gated model retrained with 3 more
+                             train.seed values: per-seed values, mean ± sd, gated minus id.
     calibration              the ablation's models (best.pt) with each item's score lowered by
                              tau * log(1 + training count): tau chosen on VALID (best tail with
                              overall VALID N@10 not below id's), test overall and tail, and the
@@ -61,7 +63,8 @@ import numpy as np
 _REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(_REPO / "benchmarks"))
 
-SECTIONS = ("beauty", "sports", "ml100k", "speed", "peer", "ablation", "calibration")
+SECTIONS = ("beauty", "sports", "ml100k", "speed", "peer", "ablation", "seeds",
+            "calibration")
 OUT_DIR = _REPO / "benchmarks" / "out" / "sequential"
 P1 = "P1 leave-one-out, full ranking"
 TABLE_P1 = "Sequential — P1 leave-one-out"
@@ -904,7 +907,95 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
     return rows
 
 
-# ---- calibration: the ablation's models with their scores lowered by tau * log(1 + count) ----------
+# ---- seeds: is the tail difference bigger than training noise? -----------------------------------
+TABLE_SEEDS = "Sequential — item representation ablation across seeds"
+SEEDS = (1, 2, 3)  # train.seed of the extra runs (the presets use 42)
+SEEDS_INTRO = (
+    "The item-representation ablation's id model and its chosen gated model (the gated option "
+    "with the best VALID cold-tail R@10, from the ablation table's runs) trained again with "
+    "train.seed " + ", ".join(map(str, SEEDS)) + " besides the presets' 42: same data, split, "
+    "preset and selection, only the initial weights, dropout and batch order change. Per model: "
+    "masked test R@10 / N@10 overall, the cold tail R@10 (users whose test target is among the "
+    "20% least-trained items) and the same users ranking the tail items only, each as its values "
+    "per seed and their mean ± sample standard deviation; for the gated model also the "
+    "differences to id seed by seed. CPU time: the sum over the model's runs.")
+
+
+def _seed_tags(section: str, name: str) -> list[str]:
+    """The runs of one model in the seed study: the ablation's (seed 42), then one per SEEDS."""
+    base = _ablation_tag(section, name)
+    return [base, *(f"{base}-seed{s}" for s in SEEDS)]
+
+
+def _spread(values: list[float]) -> str:
+    v = np.asarray(values, dtype=np.float64)
+    return f"{' / '.join(f'{x:.4f}' for x in v)} (mean {v.mean():.4f} ± {v.std(ddof=1):.4f})"
+
+
+def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
+    from _record import COLUMNS, record, reset_table
+
+    if record_rows:
+        reset_table(_REPO / "BENCHMARKS.md", TABLE_SEEDS, SEEDS_INTRO,
+                    COLUMNS + ["model", "seeds", "CPU time"],
+                    append=set(sets) != set(ABLATION_SETS))
+    rows = []
+    for section in sets:
+        preset, content, _ = ABLATION_SETS[section]
+        tags = {n: _ablation_tag(section, n) for n in GATED}
+        missing = [n for n, tag in tags.items() if not (OUT_DIR / f"{tag}.json").is_file()]
+        if missing:
+            print(f"[seeds] {section}: skipped, the ablation has no {', '.join(missing)} run "
+                  f"(run --only ablation --ablation-sets {section} first)", flush=True)
+            continue
+        chosen = max(GATED, key=lambda n: _cold_tail(tags[n], "valid")["Recall@10"])
+        models = {"id": [], chosen: ["params.item_repr=gated", f"params.content={content}",
+                                     *GATED[chosen]]}
+        jobs = [(f"sasrec-{name}-seed{seed}", preset, [*extra, f"train.seed={seed}"], tag)
+                for name, extra in models.items()
+                for seed, tag in zip(SEEDS, _seed_tags(section, name)[1:])]
+        _run_all(jobs)
+        per = {}
+        for name in models:
+            seed_tags = _seed_tags(section, name)
+            runs = [json.loads((OUT_DIR / f"{t}.json").read_text()) for t in seed_tags]
+            tail = [_cold_tail(t) for t in seed_tags]
+            within = [_cold_tail(t, within=True) for t in seed_tags]
+            per[name] = {"R@10": [r["test_masked"]["Recall@10"] for r in runs],
+                         "N@10": [r["test_masked"]["NDCG@10"] for r in runs],
+                         "tail": [t["Recall@10"] for t in tail],
+                         "within": [w["Recall@10"] for w in within],
+                         "cpu": sum(r["cpu_seconds"] for r in runs),
+                         "wall": sum(r["wall_seconds"] for r in runs),
+                         "rss": max(r["peak_rss_mb"] for r in runs), "users": tail[0]["users"]}
+        for name, m in per.items():
+            metrics = (f"masked R@10 {_spread(m['R@10'])}; N@10 {_spread(m['N@10'])}; cold tail "
+                       f"({m['users']} users) R@10 {_spread(m['tail'])}; ranking the tail items "
+                       f"only: R@10 {_spread(m['within'])}")
+            if name != "id":
+                diff = {k: list(np.subtract(m[k], per["id"][k]))
+                        for k in ("N@10", "tail", "within")}
+                metrics += ("; minus id, seed by seed: N@10 " + _spread(diff["N@10"])
+                            + ", tail R@10 " + _spread(diff["tail"])
+                            + ", within the tail " + _spread(diff["within"]))
+            label = "id" if name == "id" else " ".join(
+                x.replace("params.", "") for x in models[name] if "content=" not in x)
+            print(f"[seeds] {section} {name}: {metrics}", flush=True)
+            rows.append({"section": section, "model": name, **m})
+            if record_rows:
+                record(TABLE_SEEDS, {
+                    "dataset": DATASET[section], "protocol": P1,
+                    "model": f"sasrec {label}"
+                             + (" (chosen on VALID tail)" if name != "id" else ""),
+                    "seeds": ", ".join(map(str, (42, *SEEDS))), "metrics": metrics,
+                    "wall time": f"{m['wall']:.0f} s (sum of {len(SEEDS) + 1} runs)",
+                    "CPU time": f"{m['cpu']:.0f} s", "peak memory": f"{m['rss']:.0f} MB RSS",
+                    "machine": f"{_machine()}, threads=1, {_load()}{NOTE}"},
+                    _REPO / "BENCHMARKS.md")
+    return rows
+
+
+# ---- calibration: the ablation's models, scores lowered by tau * log(1 + count) ------------------
 TABLE_CALIBRATION = "Sequential — cold tail against overall accuracy (popularity adjustment)"
 CALIBRATION_INTRO = (
     "The item-representation ablation's SASRec models (their best.pt, nothing retrained), each "
@@ -1108,6 +1199,8 @@ def main() -> None:
             section_peer(a.peer_dir, record_rows)
         elif section == "ablation":
             section_ablation(record_rows, ablation_sets, variants or None)
+        elif section == "seeds":
+            section_seeds(record_rows, ablation_sets)
         elif section == "calibration":
             section_calibration(record_rows, ablation_sets)
 
