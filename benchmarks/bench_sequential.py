@@ -807,6 +807,14 @@ ABLATION_INTRO = (
     "well it tells the rare items apart.")
 
 
+def _start_table(table: str, intro: str, extra_columns: list[str], subset: bool) -> None:
+    """(Re)start one of the ablation's tables in BENCHMARKS.md with its intro; a run on a subset
+    (of the datasets or variants) appends its rows and keeps the others'."""
+    from _record import COLUMNS, reset_table
+
+    reset_table(_REPO / "BENCHMARKS.md", table, intro, COLUMNS + extra_columns, append=subset)
+
+
 def _ablation_tag(section: str, variant: str) -> str:
     if variant == "id":  # the P1 SASRec job of the same preset
         return f"{section}_sasrec-ce"
@@ -824,7 +832,7 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
                      ) -> list[dict[str, Any]]:
     """``only``: the variants to train and record besides id (default all: content and GATED);
     the gated option is marked as chosen only when all of GATED ran."""
-    from _record import COLUMNS, record, reset_table
+    from _record import record
     from _stats import N_BOOT, paired_ci
     from _vectors import ensure_attribute_vectors, ensure_vectors
 
@@ -849,10 +857,10 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
     done = {tag: r for (*_, tag), r in zip(jobs, _run_all(jobs))}
     done.update({f"{s}_sasrec-ce": json.loads((OUT_DIR / f"{s}_sasrec-ce.json").read_text())
                  for s in presets})
-    if record_rows:  # a subset of the datasets appends: the others' rows stay
-        reset_table(_REPO / "BENCHMARKS.md", TABLE_ABLATION, ABLATION_INTRO,
-                    COLUMNS + ["model", "content", "epochs (best)", "valid N@10", "CPU time"],
-                    append=set(sets) != set(ABLATION_SETS) or only is not None)
+    if record_rows:
+        _start_table(TABLE_ABLATION, ABLATION_INTRO,
+                     ["model", "content", "epochs (best)", "valid N@10", "CPU time"],
+                     subset=set(sets) != set(ABLATION_SETS) or only is not None)
     rows = []
     for section in presets:
         names = ["id", *(n for n in ("content", *GATED) if n in variants)]
@@ -933,12 +941,11 @@ def _spread(values: list[float]) -> str:
 
 
 def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
-    from _record import COLUMNS, record, reset_table
+    from _record import record
 
     if record_rows:
-        reset_table(_REPO / "BENCHMARKS.md", TABLE_SEEDS, SEEDS_INTRO,
-                    COLUMNS + ["model", "seeds", "CPU time"],
-                    append=set(sets) != set(ABLATION_SETS))
+        _start_table(TABLE_SEEDS, SEEDS_INTRO, ["model", "seeds", "CPU time"],
+                     subset=set(sets) != set(ABLATION_SETS))
     rows = []
     for section in sets:
         preset, content, _ = ABLATION_SETS[section]
@@ -1045,15 +1052,15 @@ def _choose_tau(valid: dict[float, dict[str, Any]], floor: float) -> float | Non
 
 
 def section_calibration(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
-    from _record import COLUMNS, record, reset_table
+    from _record import record
     from _stats import N_BOOT, paired_ci
 
     from genrec.evaluation.plots import tradeoff_chart
 
     if record_rows:
-        reset_table(_REPO / "BENCHMARKS.md", TABLE_CALIBRATION, CALIBRATION_INTRO,
-                    COLUMNS + ["model", "tau (chosen on VALID)", "VALID N@10 / tail R@10"],
-                    append=set(sets) != set(ABLATION_SETS))
+        _start_table(TABLE_CALIBRATION, CALIBRATION_INTRO,
+                     ["model", "tau (chosen on VALID)", "VALID N@10 / tail R@10"],
+                     subset=set(sets) != set(ABLATION_SETS))
     rows = []
     for section in sets:
         tags = {n: _ablation_tag(section, n) for n in ("id", "content", *GATED)}
