@@ -935,9 +935,10 @@ def _seed_tags(section: str, name: str) -> list[str]:
     return [base, *(f"{base}-seed{s}" for s in SEEDS)]
 
 
-def _spread(values: list[float]) -> str:
-    v = np.asarray(values, dtype=np.float64)
-    return f"{' / '.join(f'{x:.4f}' for x in v)} (mean {v.mean():.4f} ± {v.std(ddof=1):.4f})"
+def _spread(values: list[float], signed: bool = False) -> str:
+    """'a / b / c (mean m ± sd)': the values in seed order, their mean and sample sd."""
+    v, f = np.asarray(values, dtype=np.float64), "+.4f" if signed else ".4f"
+    return f"{' / '.join(format(x, f) for x in v)} (mean {v.mean():{f}} ± {v.std(ddof=1):.4f})"
 
 
 def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
@@ -982,9 +983,9 @@ def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
             if name != "id":
                 diff = {k: list(np.subtract(m[k], per["id"][k]))
                         for k in ("N@10", "tail", "within")}
-                metrics += ("; minus id, seed by seed: N@10 " + _spread(diff["N@10"])
-                            + ", tail R@10 " + _spread(diff["tail"])
-                            + ", within the tail " + _spread(diff["within"]))
+                metrics += ("; minus id, seed by seed: N@10 " + _spread(diff["N@10"], True)
+                            + ", tail R@10 " + _spread(diff["tail"], True)
+                            + ", within the tail " + _spread(diff["within"], True))
             label = "id" if name == "id" else " ".join(
                 x.replace("params.", "") for x in models[name] if "content=" not in x)
             print(f"[seeds] {section} {name}: {metrics}", flush=True)
