@@ -1081,7 +1081,7 @@ def section_calibration(record_rows: bool, sets: list[str]) -> list[dict[str, An
         for stage, curves in (("VALID", valid), ("TEST", test)):
             chart = tradeoff_chart(
                 {n: [(c["N@10"], c["tail R@10"], f"{t:g}") for t, c in curves[n].items()]
-                 for n in names},
+                 if n in curves else [] for n in tags},  # every model listed: fixed colours
                 OUT_DIR / f"calibration_{section}_{stage.lower()}.png",
                 f"{stage} overall NDCG@10 (masked)", f"{stage} cold-tail Recall@10",
                 f"{DATASET[section]} SASRec: score - tau * log(1 + count), tau labelled")

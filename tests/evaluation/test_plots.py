@@ -32,3 +32,20 @@ def test_metrics_bar_chart_writes_a_png(tmp_path):
     out = metrics_bar_chart({"ease": {"NDCG@10": 0.04}, "pop": {"NDCG@10": 0.01}}, ["NDCG@10"],
                             tmp_path / "bars.png")
     assert _png_size(out)[0] > 100
+
+
+def test_tradeoff_chart_keeps_a_models_colour_when_an_earlier_one_has_no_points(tmp_path,
+                                                                                monkeypatch):
+    import matplotlib.axes
+
+    colours = {}
+    plot = matplotlib.axes.Axes.plot
+
+    def spy(self, *args, **kw):
+        colours[kw.get("label")] = kw.get("color")
+        return plot(self, *args, **kw)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", spy)
+    tradeoff_chart({"id": [(0.1, 0.2, "0")], "content": [], "gated": [(0.1, 0.3, "0")]},
+                   tmp_path / "c.png", "x", "y")
+    assert colours == {"id": "C0", "gated": "C2"}  # content has no line and keeps C1 free

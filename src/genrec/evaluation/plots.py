@@ -40,7 +40,9 @@ def metrics_bar_chart(results: dict[str, dict[str, float]], metrics: list[str], 
 def tradeoff_chart(curves: dict[str, list[tuple[float, float, str]]], out: Path,
                    xlabel: str, ylabel: str, title: str = "") -> Path:
     """One line per model through its (x, y, label) points, e.g. overall accuracy against
-    cold-tail accuracy as a knob moves; each point is annotated with its label."""
+    cold-tail accuracy as a knob moves; each point is annotated with its label. The n-th model
+    gets the n-th colour even when it has no points (left out), so charts that list the same
+    models in the same order match."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -49,9 +51,11 @@ def tradeoff_chart(curves: dict[str, list[tuple[float, float, str]]], out: Path,
     if not curves or not any(curves.values()):
         raise ValueError("tradeoff_chart: no points to plot")
     fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=110)
-    for model, points in curves.items():
-        xs, ys, labels = zip(*points) if points else ((), (), ())
-        ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.2, label=model)
+    for i, (model, points) in enumerate(curves.items()):
+        if not points:
+            continue
+        xs, ys, labels = zip(*points)
+        ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.2, label=model, color=f"C{i % 10}")
         for x, y, text in zip(xs, ys, labels):
             ax.annotate(text, (x, y), fontsize=6, xytext=(3, 2), textcoords="offset points")
     ax.set_xlabel(xlabel)
