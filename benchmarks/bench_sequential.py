@@ -788,6 +788,10 @@ ABLATION_SETS = {"beauty": ("configs/sasrec_beauty_p1.toml", "minilm", "title,ca
 # VALID cold-tail Recall@10 is the gated model compared with id on the TEST tail
 GATED = {"gated": [], "gated+count": ["params.count_gate=true"],
          "gated+count+drop": ["params.count_gate=true", "params.id_dropout=0.2"]}
+# every variant besides id, the gated ones first: content-only models train slowest and may be
+# cut (--resume --finish)
+VARIANTS = {**{name: ["params.item_repr=gated", *extra] for name, extra in GATED.items()},
+            "content": ["params.item_repr=content"]}
 
 
 ABLATION_INTRO = (
@@ -821,6 +825,25 @@ def _ablation_tag(section: str, variant: str) -> str:
     return f"ablation_{section}_{variant.replace('+', '-')}"
 
 
+def _variant_sets(section: str, name: str) -> list[str]:
+    """The --set overrides of one variant's job on top of the preset (id: none); params.content
+    right after item_repr: the order saved runs were keyed by (--reuse)."""
+    if name == "id":
+        return []
+    first, *rest = VARIANTS[name]
+    return [first, f"params.content={ABLATION_SETS[section][1]}", *rest]
+
+
+def _variant_label(name: str) -> str:
+    """'id', or the variant's overrides without 'params.': 'item_repr=gated count_gate=true'."""
+    return "id" if name == "id" else " ".join(VARIANTS[name]).replace("params.", "")
+
+
+def _chosen_gated(section: str) -> str:
+    """The gated option compared with id: the best VALID cold-tail Recall@10 of the ablation."""
+    return max(GATED, key=lambda n: _cold_tail(_ablation_tag(section, n), "valid")["Recall@10"])
+
+
 def _content_text(section: str) -> str:
     _, name, fields = ABLATION_SETS[section]
     if name == "attributes_tfidf":
@@ -837,19 +860,13 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
     from _vectors import ensure_attribute_vectors, ensure_vectors
 
     presets = {s: ABLATION_SETS[s][0] for s in sets}
-    # the gated jobs first: content-only models train slowest and may be cut (--resume --finish)
-    variants = {**{name: ["params.item_repr=gated", *extra] for name, extra in GATED.items()},
-                "content": ["params.item_repr=content"]}
-    variants = {n: v for n, v in variants.items() if only is None or n in only}
+    variants = [n for n in VARIANTS if only is None or n in only]
     embed_seconds = {s: (ensure_attribute_vectors(DATASET[s], name=ABLATION_SETS[s][1], dim=0)
                          if ABLATION_SETS[s][1] == "attributes_tfidf"
                          else ensure_vectors(DATASET[s], ABLATION_SETS[s][2], ABLATION_SETS[s][1]))
                      for s in presets}
-    # params.content right after item_repr: the order saved runs were keyed by (--reuse)
-    jobs = [(f"sasrec-{name}", preset,
-             [*sets_[:1], f"params.content={ABLATION_SETS[section][1]}", *sets_[1:]],
-             _ablation_tag(section, name))
-            for section, preset in presets.items() for name, sets_ in variants.items()]
+    jobs = [(f"sasrec-{name}", preset, _variant_sets(section, name), _ablation_tag(section, name))
+            for section, preset in presets.items() for name in variants]
     # item_repr=id is the P1 SASRec job of the same preset: trained here only when missing
     for section, preset in presets.items():
         if not (OUT_DIR / f"{section}_sasrec-ce.json").is_file():
@@ -863,10 +880,9 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
                      subset=set(sets) != set(ABLATION_SETS) or only is not None)
     rows = []
     for section in presets:
-        names = ["id", *(n for n in ("content", *GATED) if n in variants)]
+        names = ["id", *(n for n in ("content", *GATED) if n in variants)]  # the table's order
         valid_tail = {n: _cold_tail(_ablation_tag(section, n), "valid") for n in names}
-        chosen = (max(GATED, key=lambda n: valid_tail[n]["Recall@10"])
-                  if set(GATED) <= set(names) else None)
+        chosen = _chosen_gated(section) if set(GATED) <= set(names) else None
         id_tail = _cold_tail(_ablation_tag(section, "id"))["per_user"]
         id_within = _cold_tail(_ablation_tag(section, "id"), within=True)["per_user"]
         for name in names:
@@ -884,11 +900,10 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
                   f"{within['NDCG@10']:.4f}", flush=True)
             if not record_rows:
                 continue
-            repr_ = "id" if name == "id" else " ".join(variants[name]).replace("params.", "")
             record(TABLE_ABLATION, {
                 "dataset": DATASET[section], "protocol": P1,
-                "model": f"sasrec {repr_}" + (" (gated option chosen on VALID tail)"
-                                              if name == chosen else ""),
+                "model": f"sasrec {_variant_label(name)}"
+                         + (" (gated option chosen on VALID tail)" if name == chosen else ""),
                 "content": "–" if name == "id" else
                            _content_text(section)
                            + (f", encoded in {embed_seconds[section]:.0f} s"
@@ -949,19 +964,16 @@ def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
                      subset=set(sets) != set(ABLATION_SETS))
     rows = []
     for section in sets:
-        preset, content, _ = ABLATION_SETS[section]
-        tags = {n: _ablation_tag(section, n) for n in GATED}
-        missing = [n for n, tag in tags.items() if not (OUT_DIR / f"{tag}.json").is_file()]
+        missing = [n for n in GATED
+                   if not (OUT_DIR / f"{_ablation_tag(section, n)}.json").is_file()]
         if missing:
             print(f"[seeds] {section}: skipped, the ablation has no {', '.join(missing)} run "
                   f"(run --only ablation --ablation-sets {section} first)", flush=True)
             continue
-        chosen = max(GATED, key=lambda n: _cold_tail(tags[n], "valid")["Recall@10"])
-        models = {"id": [], chosen: ["params.item_repr=gated", f"params.content={content}",
-                                     *GATED[chosen]]}
-        jobs = [(f"sasrec-{name}-seed{seed}", preset, [*extra, f"train.seed={seed}"], tag)
-                for name, extra in models.items()
-                for seed, tag in zip(SEEDS, _seed_tags(section, name)[1:])]
+        models = ["id", _chosen_gated(section)]
+        jobs = [(f"sasrec-{name}-seed{seed}", ABLATION_SETS[section][0],
+                 [*_variant_sets(section, name), f"train.seed={seed}"], tag)
+                for name in models for seed, tag in zip(SEEDS, _seed_tags(section, name)[1:])]
         _run_all(jobs)
         per = {}
         for name in models:
@@ -986,14 +998,12 @@ def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
                 metrics += ("; minus id, seed by seed: N@10 " + _spread(diff["N@10"], True)
                             + ", tail R@10 " + _spread(diff["tail"], True)
                             + ", within the tail " + _spread(diff["within"], True))
-            label = "id" if name == "id" else " ".join(
-                x.replace("params.", "") for x in models[name] if "content=" not in x)
             print(f"[seeds] {section} {name}: {metrics}", flush=True)
             rows.append({"section": section, "model": name, **m})
             if record_rows:
                 record(TABLE_SEEDS, {
                     "dataset": DATASET[section], "protocol": P1,
-                    "model": f"sasrec {label}"
+                    "model": f"sasrec {_variant_label(name)}"
                              + (" (chosen on VALID tail)" if name != "id" else ""),
                     "seeds": ", ".join(map(str, (42, *SEEDS))), "metrics": metrics,
                     "wall time": f"{m['wall']:.0f} s (sum of {len(SEEDS) + 1} runs)",
@@ -1017,7 +1027,7 @@ CALIBRATION_INTRO = (
     "model is the gated variant with the best VALID tail at its tau. Test: masked overall R@10 / "
     "N@10 and the cold tail of the ablation table (users whose test target is among the 20% "
     "least-trained items), with 95% paired bootstrap CIs of the differences to id at its own "
-    "tau. The whole curves: benchmarks/out/sequential/calibration_<dataset>.png.")
+    "tau. The whole curves: benchmarks/out/sequential/calibration_<dataset>_{valid,test}.png.")
 
 
 def _calibration(tag: str, stage: str) -> dict[float, dict[str, Any]]:
@@ -1107,11 +1117,9 @@ def section_calibration(record_rows: bool, sets: list[str]) -> list[dict[str, An
             rows.append({"section": section, "model": n, "tau": tau[n], "test": metrics})
             if record_rows:
                 cost = json.loads((OUT_DIR / f"{tags[n]}.calib.json").read_text())
-                repr_ = "id" if n == "id" else " ".join(
-                    ["item_repr=content" if n == "content" else "item_repr=gated",
-                     *(x.replace("params.", "") for x in GATED.get(n, []))])
                 record(TABLE_CALIBRATION, {
-                    "dataset": DATASET[section], "protocol": P1, "model": f"sasrec {repr_}{mark}",
+                    "dataset": DATASET[section], "protocol": P1,
+                    "model": f"sasrec {_variant_label(n)}{mark}",
                     "tau (chosen on VALID)": tau_txt,
                     "VALID N@10 / tail R@10": f"{v['N@10']:.4f} / {v['tail R@10']:.4f}",
                     "metrics": metrics,
