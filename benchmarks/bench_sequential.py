@@ -225,10 +225,10 @@ def _build_model(cfg: Any, ds: Any, split: Any) -> Any:
     item_repr, spec = runs._content_spec(cfg) if hasattr(runs, "_content_spec") else ("id", "")
     vectors = runs.content_vectors(ds, spec) if item_repr != "id" else None
     torch.manual_seed(cfg.train.seed)  # the initial weights
-    if vectors is None:
-        return runs._build_model(cfg, ds.n_items)
-    model = runs._build_model(cfg, ds.n_items, vectors[2]["dim"])
-    runs.set_content(model, torch.from_numpy(vectors[0]), torch.from_numpy(vectors[1]), split)
+    model = runs._build_model(cfg, ds.n_items, vectors[2]["dim"] if vectors else 0)
+    if vectors is not None:
+        runs.set_content(model, torch.from_numpy(vectors[0]), torch.from_numpy(vectors[1]), split)
+    runs.set_item_counts(model, split)
     return model
 
 

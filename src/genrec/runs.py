@@ -156,6 +156,13 @@ def set_content(model: Any, vectors: torch.Tensor, present: torch.Tensor, split:
         model.set_content(vectors, present)
 
 
+def set_item_counts(model: Any, split: Split) -> None:
+    """Each item's training count, for a model whose loss adjusts its logits by it
+    (``logit_adjust``); models without the option are left as they are."""
+    if getattr(getattr(model, "config", None), "logit_adjust", 0):
+        model.set_item_counts(torch.from_numpy(split.item_counts()))
+
+
 def user_feature_codes(ds: Dataset, columns: tuple[str, ...]) -> tuple[np.ndarray, dict[str, Any]]:
     """``(codes (n_users, F) int64, info)`` for categorical columns of the users table.
 
@@ -390,6 +397,7 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
         model.set_semantic_ids(torch.from_numpy(id_codes))
     if content is not None:
         set_content(model, *content, split)
+    set_item_counts(model, split)
     if user_codes is not None:  # a buffer of the model: load_run needs no users table
         model.set_user_features(torch.from_numpy(user_codes))
     if hasattr(model, "set_graph"):  # LightGCN: the training graph is data, rebuilt on load

@@ -143,6 +143,42 @@ def test_count_gate_reads_the_training_counts_and_reloads_them(kind, tmp_path):
             config_cls(n_items=N_ITEMS, max_len=L, content_dim=C, **bad).validate()
 
 
+# ---- logit adjustment (logit_adjust): training counts as a prior of the loss -------------------
+@pytest.mark.parametrize("kind", MODELS)
+def test_logit_adjust_shifts_the_training_logits_only_and_reloads_its_counts(kind, tmp_path):
+    model_cls, config_cls = MODELS[kind]
+    plain = model(kind, "gated").train()
+    adjusted = model_cls(replace(plain.config, logit_adjust=0.7)).train()
+    adjusted.load_state_dict(plain.state_dict(), strict=False)  # same weights, plus the prior
+    with pytest.raises(ValueError, match="never got its items' training counts"):
+        adjusted.loss(batch())
+    adjusted.set_content(vectors())
+
+    def loss(m):  # dropout and sampled negatives drawn alike for both models
+        torch.manual_seed(5)
+        return m.loss(batch())
+
+    adjusted.set_item_counts(torch.full((N_ITEMS + 1,), 9.0))  # the same count everywhere:
+    assert torch.allclose(loss(adjusted), loss(plain))       # a shift softmax ignores
+    counts = torch.arange(N_ITEMS + 1, dtype=torch.float32) ** 2
+    adjusted.set_item_counts(counts)
+    value = loss(adjusted)
+    assert not torch.allclose(value, loss(plain))
+    value.backward()
+    assert adjusted.item_emb.weight.grad.abs().sum() > 0
+    with torch.no_grad():  # ranking uses the learned scores alone
+        assert torch.equal(adjusted.eval().score(batch(False)), plain.eval().score(batch(False)))
+    torch.save(adjusted.state_dict(), tmp_path / "m.pt")
+    other = model_cls(adjusted.config)
+    other.load_state_dict(torch.load(tmp_path / "m.pt", weights_only=True))
+    assert torch.equal(other.prior.log_count, torch.log1p(counts))
+    with pytest.raises(ValueError, match="set_item_counts is for logit_adjust"):
+        plain.set_item_counts(counts)
+    for bad in (dict(logit_adjust=-1.0), dict(logit_adjust=1.0, loss="bce")):
+        with pytest.raises(ValueError, match="logit_adjust must be >= 0 and needs a softmax"):
+            config_cls(n_items=N_ITEMS, max_len=L, **bad).validate()
+
+
 def test_id_dropout_makes_some_items_content_only_in_training_and_none_in_eval():
     m = model("sasrec", "gated", id_dropout=0.5)
     with torch.no_grad():
@@ -275,4 +311,18 @@ def test_runs_train_gives_a_count_gate_the_training_counts(tmp_path):
     assert np.allclose(feature, np.log1p(counts) / np.log1p(counts.max()), atol=1e-6)
     again = load_run(tmp_path / "run")
     assert torch.equal(again.model.content.count_feature, run.model.content.count_feature)
+    assert evaluate_run(again, "test").metrics == pytest.approx(run.info["metrics"]["test"])
+
+
+def test_runs_train_gives_logit_adjust_the_training_counts(tmp_path):
+    ds = planted_dataset(n_users=60, seed=4)
+    ds.save(tmp_path / "planted")
+    sets = [f"data.name={tmp_path / 'planted'}", "params.dim=16", "params.max_len=8",
+            "params.n_layers=1", "params.logit_adjust=1.0", "train.epochs=1",
+            "train.batch_size=32", "train.threads=1", "eval.ks=[10]"]
+    run = train(make_config("sasrec", sets), tmp_path / "run")
+    counts = np.asarray(run.split.train_matrix().sum(axis=0)).ravel()
+    assert np.allclose(run.model.prior.log_count.numpy(), np.log1p(counts), atol=1e-6)
+    again = load_run(tmp_path / "run")
+    assert torch.equal(again.model.prior.log_count, run.model.prior.log_count)
     assert evaluate_run(again, "test").metrics == pytest.approx(run.info["metrics"]["test"])

@@ -87,3 +87,44 @@ def test_in_batch_negatives_and_dispatch():
         sequence_loss("hinge", h, t, ITEMS)
     with pytest.raises(ValueError, match="n_negatives >= 1"):
         sequence_loss("sampled", h, t, ITEMS, n_negatives=0)
+
+
+# ---- logit adjustment: a prior added to every logit in training ---------------------------------
+def test_prior_is_added_to_every_logit_and_a_constant_prior_changes_nothing():
+    g = torch.Generator().manual_seed(2)
+    h, items = torch.randn(5, 3, generator=g), torch.randn(9, 3, generator=g)
+    t, prior = torch.tensor([1, 8, 3, 3, 5]), torch.randn(9, generator=g)
+    assert torch.allclose(cross_entropy(h, t, items, prior=prior),
+                          F.cross_entropy(h @ items[1:].T + prior[1:], t - 1))
+    assert torch.allclose(cross_entropy(h, t, items, prior=torch.full((9,), 4.0)),
+                          cross_entropy(h, t, items))  # softmax ignores a shift of all logits
+    neg = torch.tensor([2, 3, 7])  # target 3 of rows 2 and 3 is an accidental hit: stays -inf
+    plain, adjusted = sampled_logits(h, t, items, neg), sampled_logits(h, t, items, neg, prior=prior)
+    shift = torch.cat([prior[t][:, None], prior[neg][None, :].expand(5, 3)], 1)
+    finite = torch.isfinite(plain)
+    assert torch.allclose(adjusted[finite], (plain + shift)[finite])
+    assert torch.equal(torch.isfinite(adjusted), finite)
+    unit = F.normalize(h, dim=-1), F.normalize(items, dim=-1)
+    assert torch.allclose(infonce(h, t, items, 0.1, prior=prior),
+                          cross_entropy(*unit[:1], t, unit[1], 0.1, prior))
+    with pytest.raises(ValueError, match="softmax loss"):
+        sequence_loss("bce", h, t, items, prior=prior)
+
+
+def test_with_the_log_popularity_as_prior_the_learned_scores_no_longer_carry_popularity():
+    # free logits z (one per item) fitted to targets drawn in proportion to the counts: plain CE
+    # learns z = log(count) + c, the adjusted loss learns the same score for every item
+    counts = torch.tensor([0.0, 1.0, 4.0, 16.0, 64.0])  # PAD, items 1..4
+    targets = torch.repeat_interleave(torch.arange(5), counts.long())
+    learned = {}
+    for name, prior in (("plain", None), ("adjusted", torch.log(counts.clamp(min=1)))):
+        z = torch.zeros(5, 1, requires_grad=True)
+        opt = torch.optim.Adam([z], lr=0.1)
+        for _ in range(500):
+            opt.zero_grad()
+            cross_entropy(torch.ones(len(targets), 1), targets, z, prior=prior).backward()
+            opt.step()
+        learned[name] = z.detach()[1:, 0]
+    plain = learned["plain"] - learned["plain"].mean()
+    assert torch.allclose(plain, torch.log(counts[1:]) - torch.log(counts[1:]).mean(), atol=0.05)
+    assert learned["adjusted"].max() - learned["adjusted"].min() < 0.05

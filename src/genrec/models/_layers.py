@@ -17,6 +17,11 @@ hold a zero content vector. In ``gated`` mode their gate is fixed to 1, so they 
 embedding alone. In ``content`` mode they all share proj(0), one learned "unknown item" vector,
 so they are indistinguishable from each other (give them vectors to tell them apart).
 
+``CountPrior`` holds tau * log(1 + n) per item, the logit adjustment a sequence model's loss adds
+in training when its config sets ``logit_adjust = tau`` (see ``genrec.training.losses``): the
+softmax explains popularity with this fixed term, so the scores the model ranks with place rare
+items higher. Filled by ``set_counts`` (the builder passes the split's training counts).
+
 ``id_embeddings`` and ``fold_in_scores`` serve the user/item factor models (BPR, LightGCN): their
 embedding tables, and scoring a user known only by an item history.
 
@@ -38,7 +43,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["ITEM_REPRS", "check_item_repr", "ContentItems", "id_embeddings", "fold_in_scores"]
+__all__ = ["ITEM_REPRS", "check_item_repr", "ContentItems", "CountPrior", "id_embeddings",
+           "fold_in_scores"]
 
 ITEM_REPRS = ("id", "content", "gated")  # the ``item_repr`` choices of sequence model configs
 
@@ -126,6 +132,30 @@ class ContentItems(nn.Module):
             g = g * keep
         g = torch.where(self.present[:, None], g, torch.ones_like(g))  # no vector: id only
         return g * id_table + (1 - g) * content
+
+
+class CountPrior(nn.Module):
+    def __init__(self, n_items: int, tau: float) -> None:
+        super().__init__()
+        if tau <= 0:
+            raise ValueError(f"CountPrior: tau must be > 0, got {tau}")
+        self.tau = tau
+        self.register_buffer("log_count", torch.full((n_items + 1,), math.nan))  # log(1 + n)
+
+    def set_counts(self, counts: torch.Tensor) -> None:
+        """``counts`` (n_items + 1,): training interactions per item (PAD's is ignored)."""
+        counts = torch.as_tensor(counts, dtype=torch.float32).reshape(-1)
+        if counts.shape != self.log_count.shape or (counts < 0).any():
+            raise ValueError(f"counts must be (n_items + 1,) = {tuple(self.log_count.shape)} and "
+                             f">= 0, got shape {tuple(counts.shape)}")
+        self.log_count.copy_(torch.log1p(counts))
+
+    def forward(self) -> torch.Tensor:
+        """(n_items + 1,) tau * log(1 + n), the logit adjustment of the loss."""
+        if torch.isnan(self.log_count).any():
+            raise ValueError("logit_adjust: the model never got its items' training counts; "
+                             "call model.set_item_counts(split.item_counts()) (genrec.runs does)")
+        return self.tau * self.log_count
 
 
 def id_embeddings(n_users: int, n_items: int, dim: int, init_std: float

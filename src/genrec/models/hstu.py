@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
-from genrec.models._layers import ContentItems, check_item_repr
+from genrec.models._layers import ContentItems, CountPrior, check_item_repr
 from genrec.training import losses
 
 __all__ = ["HSTUConfig", "HSTU", "time_buckets", "hstu_attention", "hstu_attention_reference"]
@@ -63,6 +63,8 @@ class HSTUConfig:
     content_dim: int = 0  # C: width of the content vectors, filled by the builder
     count_gate: bool = False  # gated: the gate also sees the item's training count (cold tail)
     id_dropout: float = 0.0  # gated: P(an item is its content vector alone) per training step
+    logit_adjust: float = 0.0  # tau > 0: the loss sees logits + tau * log(1 + training count),
+    # ranking the plain scores, so rare items rank higher (softmax losses only, not bce)
 
     def validate(self) -> None:
         if self.loss not in losses.LOSSES:
@@ -70,6 +72,9 @@ class HSTUConfig:
         if self.negatives not in ("uniform", "in_batch"):
             raise ValueError(f"hstu: negatives {self.negatives!r} is not 'uniform' or 'in_batch'")
         check_item_repr("hstu", self.item_repr, self.count_gate, self.id_dropout)
+        if self.logit_adjust < 0 or (self.logit_adjust and self.loss == "bce"):
+            raise ValueError(f"hstu: logit_adjust must be >= 0 and needs a softmax loss (ce, "
+                             f"sampled, infonce), got {self.logit_adjust} with loss={self.loss!r}")
         if self.dim % self.n_heads:
             raise ValueError(f"hstu: dim={self.dim} is not divisible by n_heads={self.n_heads}; "
                              f"pick dim as a multiple of n_heads")
@@ -173,6 +178,7 @@ class HSTU(nn.Module):
         self.content = (ContentItems(c.n_items, c.content_dim, c.dim, c.item_repr == "gated",
                                      c.count_gate, c.id_dropout)
                         if c.item_repr != "id" else None)
+        self.prior = CountPrior(c.n_items, c.logit_adjust) if c.logit_adjust else None
         self.pos_emb = nn.Embedding(c.max_len, c.dim)  # index 0 = newest item
         nn.init.normal_(self.pos_emb.weight, std=c.dim**-0.5)
         self.dropout = nn.Dropout(c.dropout)
@@ -185,6 +191,12 @@ class HSTU(nn.Module):
         if self.content is None:
             raise ValueError("hstu: item_repr='id' takes no content vectors")
         self.content.set_content(vectors, present, counts)
+
+    def set_item_counts(self, counts: torch.Tensor) -> None:
+        """Training interactions per item (n_items + 1,), for ``logit_adjust``."""
+        if self.prior is None:
+            raise ValueError("hstu: set_item_counts is for logit_adjust > 0")
+        self.prior.set_counts(counts)
 
     def encode(self, items: torch.Tensor, timestamps: torch.Tensor | None,
                table: torch.Tensor | None = None) -> torch.Tensor:
@@ -248,7 +260,8 @@ class HSTU(nn.Module):
         if c.loss == "bce":  # bce takes no temperature; scaling one side is the same thing
             hidden, t = hidden / t, 1.0
         return losses.sequence_loss(c.loss, hidden, targets, self.item_table(raw), c.n_negatives,
-                                    temperature=t, negatives=c.negatives, logq=c.logq)
+                                    temperature=t, negatives=c.negatives, logq=c.logq,
+                                    prior=self.prior() if self.prior is not None else None)
 
     def score(self, batch: SeqBatch) -> torch.Tensor:
         """(B, n_items + 1) scores for the item after each sequence; column 0 (PAD) is -inf."""

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
-from genrec.models._layers import ContentItems, check_item_repr
+from genrec.models._layers import ContentItems, CountPrior, check_item_repr
 from genrec.training.losses import LOSSES, sequence_loss
 
 __all__ = ["SASRecConfig", "SASRec"]
@@ -55,6 +55,8 @@ class SASRecConfig:
     content_dim: int = 0      # C: width of the content vectors, filled by the builder
     count_gate: bool = False  # gated: the gate also sees the item's training count (cold tail)
     id_dropout: float = 0.0   # gated: P(an item is its content vector alone) per training step
+    logit_adjust: float = 0.0  # tau > 0: the loss sees logits + tau * log(1 + training count),
+                               # ranking the plain scores, so rare items rank higher (not bce)
 
     def validate(self) -> None:
         if self.loss not in LOSSES:
@@ -66,6 +68,9 @@ class SASRecConfig:
                 or min(self.n_items, self.content_dim) < 0):
             raise ValueError(f"sasrec: max_len, dim, n_layers, n_heads must be >= 1 and n_items, "
                              f"content_dim >= 0, got {self}")
+        if self.logit_adjust < 0 or (self.logit_adjust and self.loss == "bce"):
+            raise ValueError(f"sasrec: logit_adjust must be >= 0 and needs a softmax loss (ce, "
+                             f"sampled, infonce), got {self.logit_adjust} with loss={self.loss!r}")
         if not 0 <= self.dropout < 1 or self.temperature <= 0:
             raise ValueError(f"sasrec: need 0 <= dropout < 1 and temperature > 0, got "
                              f"dropout={self.dropout}, temperature={self.temperature}")
@@ -123,6 +128,7 @@ class SASRec(nn.Module):
         self.content = (ContentItems(c.n_items, c.content_dim, c.dim, c.item_repr == "gated",
                                      c.count_gate, c.id_dropout)
                         if c.item_repr != "id" else None)
+        self.prior = CountPrior(c.n_items, c.logit_adjust) if c.logit_adjust else None
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -140,6 +146,12 @@ class SASRec(nn.Module):
         if self.content is None:
             raise ValueError("sasrec: item_repr='id' takes no content vectors")
         self.content.set_content(vectors, present, counts)
+
+    def set_item_counts(self, counts: torch.Tensor) -> None:
+        """Training interactions per item (n_items + 1,), for ``logit_adjust``."""
+        if self.prior is None:
+            raise ValueError("sasrec: set_item_counts is for logit_adjust > 0")
+        self.prior.set_counts(counts)
 
     def encode(self, items: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """(B, L) left-padded item ids -> (B, L, D) hidden states (PAD positions: unused).
@@ -182,7 +194,8 @@ class SASRec(nn.Module):
         c = self.config
         return sequence_loss(c.loss, h[mask], batch.targets[mask], table,
                              n_negatives=c.n_negatives, temperature=c.temperature,
-                             negatives=c.negatives, logq=c.logq)
+                             negatives=c.negatives, logq=c.logq,
+                             prior=self.prior() if self.prior is not None else None)
 
     def score(self, batch: SeqBatch) -> torch.Tensor:
         """(B, n_items + 1) scores for the item after the last input; column 0 (PAD) is -inf."""

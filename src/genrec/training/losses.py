@@ -12,6 +12,12 @@ table (row 0 = PAD, never a candidate). The model selects the N positions (``tar
     infonce          softmax over cosine similarities / temperature (L2-normalised vectors), over
                      the catalogue or over sampled negatives (HSTU: 128 negatives, T = 0.05)
 
+Logit adjustment (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021): every loss
+but bce takes an optional ``prior`` (n_items + 1,), added to each item's logit in training only,
+e.g. tau * log(1 + training count). The softmax then explains an item's popularity with the fixed
+prior, so the learned scores (what the model ranks with) need not carry it and rare items rank
+higher.
+
 ``sequence_loss`` dispatches by name for model configs (``loss = "ce" | "sampled" | "bce" |
 "infonce"``). Negatives are drawn from the global torch RNG, so ``torch.manual_seed`` (the
 trainer's seed) makes them reproducible.
@@ -37,36 +43,41 @@ LOSSES = ("ce", "sampled", "bce", "infonce")
 
 
 def cross_entropy(hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
-                  temperature: float = 1.0) -> torch.Tensor:
+                  temperature: float = 1.0, prior: torch.Tensor | None = None) -> torch.Tensor:
     """Mean softmax cross-entropy over items 1..n_items (PAD excluded)."""
     logits = hidden @ items[1:].T / temperature  # (N, n_items): column j is item j + 1
+    if prior is not None:
+        logits = logits + prior[1:]
     return F.cross_entropy(logits, targets - 1)
 
 
 def sampled_logits(hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
                    negatives: torch.Tensor, log_q: torch.Tensor | None = None,
-                   temperature: float = 1.0) -> torch.Tensor:
+                   temperature: float = 1.0, prior: torch.Tensor | None = None) -> torch.Tensor:
     """(N, 1 + K) logits: column 0 the target, then the K shared ``negatives`` (K,).
 
     Accidental hits (a negative equal to the row's target) are set to -inf so the target is never
     its own negative. ``log_q`` (n_items + 1,): log sampling probability per item; when given,
     every logit (target included) is corrected by -log q, which makes the sampled softmax an
-    unbiased estimate of the full one under non-uniform (e.g. in-batch) sampling.
+    unbiased estimate of the full one under non-uniform (e.g. in-batch) sampling. ``prior``
+    (n_items + 1,): added to every logit (logit adjustment, see the module docstring).
     """
     pos = (hidden * items[targets]).sum(-1, keepdim=True)  # (N, 1)
     neg = hidden @ items[negatives].T                      # (N, K)
     logits = torch.cat([pos, neg], dim=1) / temperature
-    if log_q is not None:
-        logits = logits - torch.cat([log_q[targets][:, None], log_q[negatives][None, :].expand_as(neg)], 1)
+    for offset, sign in ((log_q, -1), (prior, 1)):
+        if offset is not None:
+            logits = logits + sign * torch.cat([offset[targets][:, None],
+                                                offset[negatives][None, :].expand_as(neg)], 1)
     hit = negatives[None, :] == targets[:, None]  # (N, K)
     return torch.cat([logits[:, :1], logits[:, 1:].masked_fill(hit, -math.inf)], dim=1)
 
 
 def sampled_softmax(hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
                     negatives: torch.Tensor, log_q: torch.Tensor | None = None,
-                    temperature: float = 1.0) -> torch.Tensor:
+                    temperature: float = 1.0, prior: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of ``sampled_logits`` with the target in column 0."""
-    logits = sampled_logits(hidden, targets, items, negatives, log_q, temperature)
+    logits = sampled_logits(hidden, targets, items, negatives, log_q, temperature, prior)
     return F.cross_entropy(logits, torch.zeros_like(targets))
 
 
@@ -84,12 +95,12 @@ def bce(hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
 
 def infonce(hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
             temperature: float = 0.05, negatives: torch.Tensor | None = None,
-            log_q: torch.Tensor | None = None) -> torch.Tensor:
+            log_q: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> torch.Tensor:
     """Softmax over cosine similarity / temperature: whole catalogue, or ``negatives`` (K,)."""
     hidden, items = F.normalize(hidden, dim=-1), F.normalize(items, dim=-1)
     if negatives is None:
-        return cross_entropy(hidden, targets, items, temperature)
-    return sampled_softmax(hidden, targets, items, negatives, log_q, temperature)
+        return cross_entropy(hidden, targets, items, temperature, prior)
+    return sampled_softmax(hidden, targets, items, negatives, log_q, temperature, prior)
 
 
 def uniform_negatives(n_items: int, k: int, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -109,9 +120,10 @@ def in_batch_negatives(targets: torch.Tensor, n_items: int) -> tuple[torch.Tenso
 
 def sequence_loss(name: str, hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
                   n_negatives: int = 128, temperature: float = 1.0, negatives: str = "uniform",
-                  logq: bool = False) -> torch.Tensor:
+                  logq: bool = False, prior: torch.Tensor | None = None) -> torch.Tensor:
     """The loss a model config names. ``negatives``: "uniform" (``n_negatives`` shared draws) or
-    "in_batch" (the batch's targets); ``logq`` turns the logQ correction on for either.
+    "in_batch" (the batch's targets); ``logq`` turns the logQ correction on for either; ``prior``
+    (n_items + 1,) the logit adjustment (not for bce).
 
     "infonce" with ``n_negatives == 0`` and uniform negatives uses the whole catalogue.
     """
@@ -119,14 +131,17 @@ def sequence_loss(name: str, hidden: torch.Tensor, targets: torch.Tensor, items:
         raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     n_items = items.shape[0] - 1
     if name == "ce":
-        return cross_entropy(hidden, targets, items, temperature)
+        return cross_entropy(hidden, targets, items, temperature, prior)
+    if prior is not None and name == "bce":
+        raise ValueError("logit adjustment (a prior) needs a softmax loss: ce, sampled or infonce, "
+                         "not bce")
     if name == "bce":
         return bce(hidden, targets, items, uniform_negatives(n_items, len(targets), hidden.device))
     if negatives == "in_batch":
         neg, log_q = in_batch_negatives(targets, n_items)
     elif negatives == "uniform":
         if name == "infonce" and n_negatives == 0:
-            return infonce(hidden, targets, items, temperature)
+            return infonce(hidden, targets, items, temperature, prior=prior)
         if n_negatives < 1:
             raise ValueError(f"loss {name!r} needs n_negatives >= 1, got {n_negatives}")
         neg = uniform_negatives(n_items, n_negatives, hidden.device)
@@ -135,5 +150,5 @@ def sequence_loss(name: str, hidden: torch.Tensor, targets: torch.Tensor, items:
         raise ValueError(f"unknown negatives {negatives!r}; choose 'uniform' or 'in_batch'")
     log_q = log_q if logq else None
     if name == "infonce":
-        return infonce(hidden, targets, items, temperature, neg, log_q)
-    return sampled_softmax(hidden, targets, items, neg, log_q, temperature)
+        return infonce(hidden, targets, items, temperature, neg, log_q, prior)
+    return sampled_softmax(hidden, targets, items, neg, log_q, temperature, prior)
