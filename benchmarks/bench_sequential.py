@@ -19,8 +19,9 @@ Sections (rows go to BENCHMARKS.md through ``_record.record``):
     ablation                 item_repr id / content / gated (three gated variants, the one with
                              the best VALID cold-tail Recall@10 compared with id) on the datasets
                              of --ablation-sets: Beauty and ML-100k with MiniLM text vectors,
-                             Sports with TF-IDF vectors of its item2attributes.json ids; the
-                             cold tail both in full ranking and ranking the tail items only.
+                             Sports with TF-IDF vectors of its item2attributes.json ids; then
+                             id and gated trained with logit adjustment (logit_adjust 0.5, 1);
+                             the cold tail both in full ranking and ranking the tail items only.
     seeds                    the ablation's id and chosen gated model retrained with 3 more
                              train.seed values: per-seed values, mean ± sd, gated minus id.
     calibration              the ablation's models (best.pt) with each item's score lowered by
@@ -195,19 +196,28 @@ def within_tail_worker(spec_path: Path, out_path: Path) -> None:
 # post-hoc popularity adjustment (logit adjustment, Menon et al. 2021): each item's score minus
 # tau * log(1 + its training count); tau = 0 is the model as trained
 CALIBRATION_TAUS = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8)
+# a model trained with logit_adjust = a also gets these negative tau down to -a: -a adds back
+# the whole prior its loss saw, i.e. the popularity its scores were trained not to carry
+READD_TAUS = (-1.0, -0.8, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1)
+
+
+def _calibration_taus(logit_adjust: float) -> list[float]:
+    """The tau (besides 0) at which a model trained with ``logit_adjust`` is ranked."""
+    return [t for t in READD_TAUS if t >= -logit_adjust - 1e-9] + list(CALIBRATION_TAUS)
 
 
 def calibration_worker(spec_path: Path, out_path: Path) -> None:
     """``<tag>.{valid,test}.calib.npz``: the best.pt's masked per-user metrics with each item's
-    score lowered by tau * log(1 + training count), one ``tau<tau>`` view per CALIBRATION_TAUS
-    (next to the plain ``masked`` one): how much overall accuracy a model gives up for the tail
-    when it is made to place rare items higher."""
+    score lowered by tau * log(1 + training count), one ``tau<tau>`` view per
+    ``_calibration_taus`` (next to the plain ``masked`` one): how much overall accuracy a model
+    gives up for the tail when it is made to place rare items higher (tau < 0: lower)."""
     import torch
 
     t0, cpu0 = time.perf_counter(), _cpu()
     run = _best_run(spec_path, out_path)
     log_count = torch.from_numpy(np.log1p(run.split.item_counts()).astype(np.float32))
-    penalties = {f"tau{t:g}": t * log_count for t in CALIBRATION_TAUS}
+    taus = _calibration_taus(float(run.config.params.get("logit_adjust", 0.0)))
+    penalties = {f"tau{t:g}": t * log_count for t in taus}
     for stage in ("valid", "test"):
         _save_per_user(run.split, stage, _evaluate_both(run, stage, (10,), penalties),
                        Path(out_path).with_suffix(f".{stage}.calib.npz"))
@@ -788,10 +798,18 @@ ABLATION_SETS = {"beauty": ("configs/sasrec_beauty_p1.toml", "minilm", "title,ca
 # VALID cold-tail Recall@10 is the gated model compared with id on the TEST tail
 GATED = {"gated": [], "gated+count": ["params.count_gate=true"],
          "gated+count+drop": ["params.count_gate=true", "params.id_dropout=0.2"]}
+# id and the plain gate trained with logit adjustment (params.logit_adjust = tau: the loss sees
+# logits + tau * log(1 + training count), ranking uses the plain scores); each is compared with
+# the id model of the same tau
+LOGIT_ADJUST = (0.5, 1.0)
+ADJUSTED = {f"{m}+la{t:g}": [*(["params.item_repr=gated"] if m == "gated" else []),
+                             f"params.logit_adjust={t}"]
+            for t in LOGIT_ADJUST for m in ("id", "gated")}
+REFERENCE = {f"gated+la{t:g}": f"id+la{t:g}" for t in LOGIT_ADJUST}  # default: id
 # every variant besides id, the gated ones first: content-only models train slowest and may be
 # cut (--resume --finish)
 VARIANTS = {**{name: ["params.item_repr=gated", *extra] for name, extra in GATED.items()},
-            "content": ["params.item_repr=content"]}
+            **ADJUSTED, "content": ["params.item_repr=content"]}
 
 
 ABLATION_INTRO = (
@@ -801,7 +819,11 @@ ABLATION_INTRO = (
     "gate, count_gate (the gate also sees log(1 + training count)), and count_gate + id_dropout "
     "0.2 (DropoutNet-style: in training each item is its content vector alone with probability "
     "0.2). The gated model compared with id is the one with the best VALIDATION cold-tail "
-    "Recall@10 (marked); early stopping on valid NDCG@10. Metrics: masked test R@5 / N@5 / R@10 / "
+    "Recall@10 (marked). Then id and the plain gate trained with logit adjustment "
+    "(logit_adjust = tau in {" + ", ".join(f"{t:g}" for t in LOGIT_ADJUST) + "}: the loss sees "
+    "each item's logit + tau * log(1 + its training count), Menon et al. 2021, and ranking uses "
+    "the plain scores, so the scores need not carry popularity); their CIs are against the id "
+    "model trained with the same tau. Early stopping on valid NDCG@10. Metrics: masked test R@5 / N@5 / R@10 / "
     "N@10 over all users, then the cold tail: users whose TEST target is among the 20% of items "
     "with the fewest training interactions, with a 95% paired bootstrap interval of the "
     "difference to id, and the same tail on the validation targets (the selection criterion). "
@@ -822,7 +844,7 @@ def _start_table(table: str, intro: str, extra_columns: list[str], subset: bool)
 def _ablation_tag(section: str, variant: str) -> str:
     if variant == "id":  # the P1 SASRec job of the same preset
         return f"{section}_sasrec-ce"
-    return f"ablation_{section}_{variant.replace('+', '-')}"
+    return f"ablation_{section}_{variant.replace('+', '-').replace('.', '')}"  # gated+la0.5: -la05
 
 
 def _variant_sets(section: str, name: str) -> list[str]:
@@ -831,12 +853,18 @@ def _variant_sets(section: str, name: str) -> list[str]:
     if name == "id":
         return []
     first, *rest = VARIANTS[name]
+    if not first.startswith("params.item_repr="):  # an id model with options
+        return VARIANTS[name]
     return [first, f"params.content={ABLATION_SETS[section][1]}", *rest]
 
 
 def _variant_label(name: str) -> str:
-    """'id', or the variant's overrides without 'params.': 'item_repr=gated count_gate=true'."""
-    return "id" if name == "id" else " ".join(VARIANTS[name]).replace("params.", "")
+    """'id', or the variant's overrides without 'params.': 'item_repr=gated count_gate=true',
+    'id logit_adjust=0.5'."""
+    if name == "id":
+        return "id"
+    label = " ".join(VARIANTS[name]).replace("params.", "")
+    return label if label.startswith("item_repr=") else f"id {label}"
 
 
 def _chosen_gated(section: str) -> str:
@@ -880,18 +908,18 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
                      subset=set(sets) != set(ABLATION_SETS) or only is not None)
     rows = []
     for section in presets:
-        names = ["id", *(n for n in ("content", *GATED) if n in variants)]  # the table's order
+        names = ["id", *(n for n in ("content", *GATED, *ADJUSTED) if n in variants)]  # order
         valid_tail = {n: _cold_tail(_ablation_tag(section, n), "valid") for n in names}
         chosen = _chosen_gated(section) if set(GATED) <= set(names) else None
-        id_tail = _cold_tail(_ablation_tag(section, "id"))["per_user"]
-        id_within = _cold_tail(_ablation_tag(section, "id"), within=True)["per_user"]
         for name in names:
             tag = _ablation_tag(section, name)
             r = done[tag]
+            ref = REFERENCE.get(name, "id") if REFERENCE.get(name) in names else "id"
             cold, vcold = _cold_tail(tag), valid_tail[name]
             within, vwithin = _cold_tail(tag, within=True), _cold_tail(tag, "valid", within=True)
-            lo, hi = paired_ci(cold["per_user"], id_tail)
-            wlo, whi = paired_ci(within["per_user"], id_within)
+            lo, hi = paired_ci(cold["per_user"], _cold_tail(_ablation_tag(section, ref))["per_user"])
+            wlo, whi = paired_ci(within["per_user"],
+                                 _cold_tail(_ablation_tag(section, ref), within=True)["per_user"])
             rows.append(r)
             print(f"[ablation] {section} {name}: test {_fmt(r['test_masked'])}; tail valid R@10 "
                   f"{vcold['Recall@10']:.4f} test R@10 {cold['Recall@10']:.4f} / N@10 "
@@ -913,8 +941,9 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
                            f"{100 * cold['item_share']:.0f}% of items, "
                            f"{cold['users']} users) R@10 {cold['Recall@10']:.4f} / "
                            f"N@10 {cold['NDCG@10']:.4f}"
-                           + (f" (R@10 minus id's: 95% paired bootstrap CI [{lo:+.4f}, {hi:+.4f}],"
-                              f" {N_BOOT} resamples of users)" if name != "id" else "")
+                           + (f" (R@10 minus {_variant_label(ref)}'s: 95% paired bootstrap CI "
+                              f"[{lo:+.4f}, {hi:+.4f}], {N_BOOT} resamples of users)"
+                              if name != "id" else "")
                            + f"; VALID tail R@10 {vcold['Recall@10']:.4f} ({vcold['users']} users)"
                            + f"; ranking the tail items only: R@10 {within['Recall@10']:.4f} / "
                              f"N@10 {within['NDCG@10']:.4f}"
@@ -935,13 +964,15 @@ TABLE_SEEDS = "Sequential — item representation ablation across seeds"
 SEEDS = (1, 2, 3)  # train.seed of the extra runs (the presets use 42)
 SEEDS_INTRO = (
     "The item-representation ablation's id model and its chosen gated model (the gated option "
-    "with the best VALID cold-tail R@10, from the ablation table's runs) trained again with "
+    "with the best VALID cold-tail R@10, from the ablation table's runs), and the logit-adjusted "
+    "gated model with the best VALID cold-tail R@10 with the id model of the same logit_adjust, "
+    "trained again with "
     "train.seed " + ", ".join(map(str, SEEDS)) + " besides the presets' 42: same data, split, "
     "preset and selection, only the initial weights, dropout and batch order change. Per model: "
     "masked test R@10 / N@10 overall, the cold tail R@10 (users whose test target is among the "
     "20% least-trained items) and the same users ranking the tail items only, each as its values "
-    "per seed and their mean ± sample standard deviation; for the gated model also the "
-    "differences to id seed by seed. CPU time: the sum over the model's runs.")
+    "per seed and their mean ± sample standard deviation; for a gated model also the "
+    "differences to its id model seed by seed. CPU time: the sum over the model's runs.")
 
 
 def _seed_tags(section: str, name: str) -> list[str]:
@@ -954,6 +985,18 @@ def _spread(values: list[float], signed: bool = False) -> str:
     """'a / b / c (mean m ± sd)': the values in seed order, their mean and sample sd."""
     v, f = np.asarray(values, dtype=np.float64), "+.4f" if signed else ".4f"
     return f"{' / '.join(format(x, f) for x in v)} (mean {v.mean():{f}} ± {v.std(ddof=1):.4f})"
+
+
+def _adjusted_pair(section: str) -> list[str]:
+    """[id+la<t>, gated+la<t>] for the gated logit-adjusted model with the best VALID cold-tail
+    R@10 among those the ablation trained (with their id model); [] when it trained none."""
+    trained = [n for n in REFERENCE
+               if all((OUT_DIR / f"{_ablation_tag(section, m)}.json").is_file()
+                      for m in (n, REFERENCE[n]))]
+    if not trained:
+        return []
+    best = max(trained, key=lambda n: _cold_tail(_ablation_tag(section, n), "valid")["Recall@10"])
+    return [REFERENCE[best], best]
 
 
 def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
@@ -970,7 +1013,7 @@ def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
             print(f"[seeds] {section}: skipped, the ablation has no {', '.join(missing)} run "
                   f"(run --only ablation --ablation-sets {section} first)", flush=True)
             continue
-        models = ["id", _chosen_gated(section)]
+        models = ["id", _chosen_gated(section), *_adjusted_pair(section)]
         jobs = [(f"sasrec-{name}-seed{seed}", ABLATION_SETS[section][0],
                  [*_variant_sets(section, name), f"train.seed={seed}"], tag)
                 for name in models for seed, tag in zip(SEEDS, _seed_tags(section, name)[1:])]
@@ -992,10 +1035,12 @@ def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
             metrics = (f"masked R@10 {_spread(m['R@10'])}; N@10 {_spread(m['N@10'])}; cold tail "
                        f"({m['users']} users) R@10 {_spread(m['tail'])}; ranking the tail items "
                        f"only: R@10 {_spread(m['within'])}")
-            if name != "id":
-                diff = {k: list(np.subtract(m[k], per["id"][k]))
+            ref = REFERENCE.get(name, "id")
+            if name != ref and ref in per:
+                diff = {k: list(np.subtract(m[k], per[ref][k]))
                         for k in ("N@10", "tail", "within")}
-                metrics += ("; minus id, seed by seed: N@10 " + _spread(diff["N@10"], True)
+                metrics += (f"; minus {_variant_label(ref)}, seed by seed: N@10 "
+                            + _spread(diff["N@10"], True)
                             + ", tail R@10 " + _spread(diff["tail"], True)
                             + ", within the tail " + _spread(diff["within"], True))
             print(f"[seeds] {section} {name}: {metrics}", flush=True)
@@ -1004,7 +1049,7 @@ def section_seeds(record_rows: bool, sets: list[str]) -> list[dict[str, Any]]:
                 record(TABLE_SEEDS, {
                     "dataset": DATASET[section], "protocol": P1,
                     "model": f"sasrec {_variant_label(name)}"
-                             + (" (chosen on VALID tail)" if name != "id" else ""),
+                             + (" (chosen on VALID tail)" if name.startswith("gated") else ""),
                     "seeds": ", ".join(map(str, (42, *SEEDS))), "metrics": metrics,
                     "wall time": f"{m['wall']:.0f} s (sum of {len(SEEDS) + 1} runs)",
                     "CPU time": f"{m['cpu']:.0f} s", "peak memory": f"{m['rss']:.0f} MB RSS",
@@ -1019,7 +1064,9 @@ CALIBRATION_INTRO = (
     "The item-representation ablation's SASRec models (their best.pt, nothing retrained), each "
     "item's score lowered by tau * log(1 + its training count) at ranking time (post-hoc logit "
     "adjustment, Menon et al. 2021), tau in {0, " + ", ".join(f"{t:g}" for t in CALIBRATION_TAUS)
-    + "}. It places rare items higher at some cost in overall accuracy, for any model, so the "
+    + "}; the models trained with logit_adjust = a also at tau = " + ", ".join(
+        f"{t:g}" for t in READD_TAUS) + " down to -a (adding back up to the whole prior their "
+    "loss saw). It places rare items higher at some cost in overall accuracy, for any model, so the "
     "question becomes which model gets more tail for the same overall accuracy. tau is chosen on "
     "VALIDATION for each model: the best VALID cold-tail R@10 among the tau whose VALID overall "
     "N@10 is not below the plain id model's (a model may spend on the tail only the accuracy it "
@@ -1036,8 +1083,10 @@ def _calibration(tag: str, stage: str) -> dict[float, dict[str, Any]]:
     _ensure_npz(tag, f"{stage}.calib", "--calibration-worker")  # also writes <tag>.calib.json
     z = np.load(OUT_DIR / f"{tag}.{stage}.calib.npz")
     cold = z["train_count"][z["target"]] <= _tail_cut(z["train_count"])
+    taus = sorted(float(k[3:-len("_Recall@10")]) for k in z.files
+                  if k.startswith("tau") and k.endswith("_Recall@10"))
     out = {}
-    for tau in (0.0, *CALIBRATION_TAUS):
+    for tau in sorted((0.0, *taus)):
         view = "masked" if tau == 0 else f"tau{tau:g}"
         r, n = z[f"{view}_Recall@10"], z[f"{view}_NDCG@10"]
         out[tau] = {"R@10": float(r.mean()), "N@10": float(n.mean()), "recall": r, "ndcg": n,
@@ -1074,7 +1123,7 @@ def section_calibration(record_rows: bool, sets: list[str]) -> list[dict[str, An
                      subset=set(sets) != set(ABLATION_SETS))
     rows = []
     for section in sets:
-        tags = {n: _ablation_tag(section, n) for n in ("id", "content", *GATED)}
+        tags = {n: _ablation_tag(section, n) for n in ("id", "content", *GATED, *ADJUSTED)}
         missing = [n for n, t in tags.items() if not (OUT_DIR / f"{t}.run" / "best.pt").is_file()]
         names = [n for n in tags if n not in missing]
         if missing:
@@ -1086,7 +1135,8 @@ def section_calibration(record_rows: bool, sets: list[str]) -> list[dict[str, An
         test = {n: _calibration(tags[n], "test") for n in names}
         floor = valid["id"][0.0]["N@10"]
         tau = {n: _choose_tau(valid[n], floor) for n in names}
-        gated_ok = [n for n in GATED if n in names and tau[n] is not None]
+        gated_ok = [n for n in (*GATED, *ADJUSTED) if n.startswith("gated") and n in names
+                    and tau[n] is not None]
         chosen = max(gated_ok, key=lambda n: valid[n][tau[n]]["tail R@10"]) if gated_ok else None
         for stage, curves in (("VALID", valid), ("TEST", test)):
             chart = tradeoff_chart(
@@ -1158,8 +1208,8 @@ def main() -> None:
     ap.add_argument("--ablation-sets", default="beauty,ml100k,sports",
                     help=f"datasets of --only ablation, from {', '.join(ABLATION_SETS)}")
     ap.add_argument("--ablation-variants", default=None,
-                    help=f"variants of --only ablation besides id, from content, "
-                         f"{', '.join(GATED)} (default all)")
+                    help=f"variants of --only ablation besides id, from "
+                         f"{', '.join(VARIANTS)} (default all)")
     ap.add_argument("--parallel", type=int, default=1,
                     help="train up to this many jobs of a section at once (one thread each)")
     ap.add_argument("--worker", nargs=2, type=Path, metavar=("SPEC", "OUT"), help=argparse.SUPPRESS)
@@ -1190,9 +1240,8 @@ def main() -> None:
     if unknown := sorted(set(ablation_sets) - set(ABLATION_SETS)):
         ap.error(f"--ablation-sets: unknown {unknown}; choose from {', '.join(ABLATION_SETS)}")
     variants = a.ablation_variants and [v.strip() for v in a.ablation_variants.split(",")]
-    if variants and (unknown := sorted(set(variants) - {"content", *GATED})):
-        ap.error(f"--ablation-variants: unknown {unknown}; choose from content, "
-                 f"{', '.join(GATED)}")
+    if variants and (unknown := sorted(set(variants) - set(VARIANTS))):
+        ap.error(f"--ablation-variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
     for env in ("GENREC_DATA", "GENREC_HOME"):
         if not os.environ.get(env):
             print(f"warning: {env} is not set", file=sys.stderr)
