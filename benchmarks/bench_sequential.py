@@ -22,8 +22,9 @@ Sections (rows go to BENCHMARKS.md through ``_record.record``):
                              Sports with TF-IDF vectors of its item2attributes.json ids; then
                              id and gated trained with logit adjustment (logit_adjust 0.5, 1);
                              the cold tail both in full ranking and ranking the tail items only.
-    seeds                    the ablation's id and chosen gated model retrained with 3 more
-                             train.seed values: per-seed values, mean ± sd, gated minus id.
+    seeds                    the ablation's id and chosen gated model, and its logit-adjusted pair
+                             (id, gated) with the best VALID gated tail, retrained with 3 more
+                             train.seed values: per-seed values, mean ± sd, gated minus its id.
     calibration              the ablation's models (best.pt) with each item's score lowered by
                              tau * log(1 + training count): tau chosen on VALID (best tail with
                              overall VALID N@10 not below id's), test overall and tail, and the
@@ -823,14 +824,14 @@ ABLATION_INTRO = (
     "(logit_adjust = tau in {" + ", ".join(f"{t:g}" for t in LOGIT_ADJUST) + "}: the loss sees "
     "each item's logit + tau * log(1 + its training count), Menon et al. 2021, and ranking uses "
     "the plain scores, so the scores need not carry popularity); their CIs are against the id "
-    "model trained with the same tau. Early stopping on valid NDCG@10. Metrics: masked test R@5 / N@5 / R@10 / "
-    "N@10 over all users, then the cold tail: users whose TEST target is among the 20% of items "
-    "with the fewest training interactions, with a 95% paired bootstrap interval of the "
-    "difference to id, and the same tail on the validation targets (the selection criterion). "
-    "From the Sports TF-IDF rows on, also the same tail users when the model ranks the tail items "
-    "only (every other item's score -inf): the full-ranking tail number mostly measures how high "
-    "a model places rare items against popular ones (its popularity calibration), this one how "
-    "well it tells the rare items apart.")
+    "model trained with the same tau. Early stopping on valid NDCG@10. Metrics: masked test "
+    "R@5 / N@5 / R@10 / N@10 over all users, then the cold tail: users whose TEST target is "
+    "among the 20% of items with the fewest training interactions, with a 95% paired bootstrap "
+    "interval of the difference to id, and the same tail on the validation targets (the "
+    "selection criterion). From the Sports TF-IDF rows on, also the same tail users when the "
+    "model ranks the tail items only (every other item's score -inf): the full-ranking tail "
+    "number mostly measures how high a model places rare items against popular ones (its "
+    "popularity calibration), this one how well it tells the rare items apart.")
 
 
 def _start_table(table: str, intro: str, extra_columns: list[str], subset: bool) -> None:
@@ -914,12 +915,12 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
         for name in names:
             tag = _ablation_tag(section, name)
             r = done[tag]
-            ref = REFERENCE.get(name, "id") if REFERENCE.get(name) in names else "id"
+            ref = REFERENCE.get(name) if REFERENCE.get(name) in names else "id"
             cold, vcold = _cold_tail(tag), valid_tail[name]
             within, vwithin = _cold_tail(tag, within=True), _cold_tail(tag, "valid", within=True)
-            lo, hi = paired_ci(cold["per_user"], _cold_tail(_ablation_tag(section, ref))["per_user"])
-            wlo, whi = paired_ci(within["per_user"],
-                                 _cold_tail(_ablation_tag(section, ref), within=True)["per_user"])
+            ref_tag = _ablation_tag(section, ref)
+            lo, hi = paired_ci(cold["per_user"], _cold_tail(ref_tag)["per_user"])
+            wlo, whi = paired_ci(within["per_user"], _cold_tail(ref_tag, within=True)["per_user"])
             rows.append(r)
             print(f"[ablation] {section} {name}: test {_fmt(r['test_masked'])}; tail valid R@10 "
                   f"{vcold['Recall@10']:.4f} test R@10 {cold['Recall@10']:.4f} / N@10 "
@@ -1064,10 +1065,11 @@ CALIBRATION_INTRO = (
     "The item-representation ablation's SASRec models (their best.pt, nothing retrained), each "
     "item's score lowered by tau * log(1 + its training count) at ranking time (post-hoc logit "
     "adjustment, Menon et al. 2021), tau in {0, " + ", ".join(f"{t:g}" for t in CALIBRATION_TAUS)
-    + "}; the models trained with logit_adjust = a also at tau = " + ", ".join(
-        f"{t:g}" for t in READD_TAUS) + " down to -a (adding back up to the whole prior their "
-    "loss saw). It places rare items higher at some cost in overall accuracy, for any model, so the "
-    "question becomes which model gets more tail for the same overall accuracy. tau is chosen on "
+    + "}; the models trained with logit_adjust = a also at tau = "
+    + ", ".join(f"{t:g}" for t in READD_TAUS) + " down to -a (adding back up to the whole prior "
+    "their loss saw). It places rare items higher at some cost in overall accuracy, for any "
+    "model, so the question becomes which model gets more tail for the same overall accuracy. "
+    "tau is chosen on "
     "VALIDATION for each model: the best VALID cold-tail R@10 among the tau whose VALID overall "
     "N@10 is not below the plain id model's (a model may spend on the tail only the accuracy it "
     "has over id; a model that never reaches id's says so and is shown at tau = 0); the gated "

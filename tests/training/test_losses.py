@@ -99,7 +99,8 @@ def test_prior_is_added_to_every_logit_and_a_constant_prior_changes_nothing():
     assert torch.allclose(cross_entropy(h, t, items, prior=torch.full((9,), 4.0)),
                           cross_entropy(h, t, items))  # softmax ignores a shift of all logits
     neg = torch.tensor([2, 3, 7])  # target 3 of rows 2 and 3 is an accidental hit: stays -inf
-    plain, adjusted = sampled_logits(h, t, items, neg), sampled_logits(h, t, items, neg, prior=prior)
+    plain = sampled_logits(h, t, items, neg)
+    adjusted = sampled_logits(h, t, items, neg, prior=prior)
     shift = torch.cat([prior[t][:, None], prior[neg][None, :].expand(5, 3)], 1)
     finite = torch.isfinite(plain)
     assert torch.allclose(adjusted[finite], (plain + shift)[finite])
