@@ -910,17 +910,19 @@ def section_ablation(record_rows: bool, sets: list[str], only: list[str] | None 
     rows = []
     for section in presets:
         names = ["id", *(n for n in ("content", *GATED, *ADJUSTED) if n in variants)]  # order
-        valid_tail = {n: _cold_tail(_ablation_tag(section, n), "valid") for n in names}
+        tags = {n: _ablation_tag(section, n) for n in names}
+        valid_tail = {n: _cold_tail(t, "valid") for n, t in tags.items()}
+        test_tail = {n: _cold_tail(t) for n, t in tags.items()}
+        test_within = {n: _cold_tail(t, within=True) for n, t in tags.items()}
         chosen = _chosen_gated(section) if set(GATED) <= set(names) else None
         for name in names:
-            tag = _ablation_tag(section, name)
+            tag = tags[name]
             r = done[tag]
             ref = REFERENCE.get(name) if REFERENCE.get(name) in names else "id"
-            cold, vcold = _cold_tail(tag), valid_tail[name]
-            within, vwithin = _cold_tail(tag, within=True), _cold_tail(tag, "valid", within=True)
-            ref_tag = _ablation_tag(section, ref)
-            lo, hi = paired_ci(cold["per_user"], _cold_tail(ref_tag)["per_user"])
-            wlo, whi = paired_ci(within["per_user"], _cold_tail(ref_tag, within=True)["per_user"])
+            cold, vcold = test_tail[name], valid_tail[name]
+            within, vwithin = test_within[name], _cold_tail(tag, "valid", within=True)
+            lo, hi = paired_ci(cold["per_user"], test_tail[ref]["per_user"])
+            wlo, whi = paired_ci(within["per_user"], test_within[ref]["per_user"])
             rows.append(r)
             print(f"[ablation] {section} {name}: test {_fmt(r['test_masked'])}; tail valid R@10 "
                   f"{vcold['Recall@10']:.4f} test R@10 {cold['Recall@10']:.4f} / N@10 "

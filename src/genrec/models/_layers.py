@@ -43,8 +43,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-__all__ = ["ITEM_REPRS", "check_item_repr", "ContentItems", "CountPrior", "id_embeddings",
-           "fold_in_scores"]
+__all__ = ["ITEM_REPRS", "check_item_repr", "check_logit_adjust", "ContentItems", "CountPrior",
+           "id_embeddings", "fold_in_scores"]
 
 ITEM_REPRS = ("id", "content", "gated")  # the ``item_repr`` choices of sequence model configs
 
@@ -60,6 +60,13 @@ def check_item_repr(model: str, item_repr: str, count_gate: bool = False,
                          f"item_repr={item_repr!r}")
     if not 0 <= id_dropout < 1:
         raise ValueError(f"{model}: id_dropout must be in [0, 1), got {id_dropout}")
+
+
+def check_logit_adjust(model: str, logit_adjust: float, loss: str) -> None:
+    """The config check of ``logit_adjust`` (``CountPrior``), for every model that has it."""
+    if logit_adjust < 0 or (logit_adjust and loss == "bce"):
+        raise ValueError(f"{model}: logit_adjust must be >= 0 and needs a softmax loss (ce, "
+                         f"sampled, infonce), got {logit_adjust} with loss={loss!r}")
 
 
 class ContentItems(nn.Module):

@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
-from genrec.models._layers import ContentItems, CountPrior, check_item_repr
+from genrec.models._layers import (ContentItems, CountPrior, check_item_repr,
+                                   check_logit_adjust)
 from genrec.training import losses
 
 __all__ = ["HSTUConfig", "HSTU", "time_buckets", "hstu_attention", "hstu_attention_reference"]
@@ -72,9 +73,7 @@ class HSTUConfig:
         if self.negatives not in ("uniform", "in_batch"):
             raise ValueError(f"hstu: negatives {self.negatives!r} is not 'uniform' or 'in_batch'")
         check_item_repr("hstu", self.item_repr, self.count_gate, self.id_dropout)
-        if self.logit_adjust < 0 or (self.logit_adjust and self.loss == "bce"):
-            raise ValueError(f"hstu: logit_adjust must be >= 0 and needs a softmax loss (ce, "
-                             f"sampled, infonce), got {self.logit_adjust} with loss={self.loss!r}")
+        check_logit_adjust("hstu", self.logit_adjust, self.loss)
         if self.dim % self.n_heads:
             raise ValueError(f"hstu: dim={self.dim} is not divisible by n_heads={self.n_heads}; "
                              f"pick dim as a multiple of n_heads")

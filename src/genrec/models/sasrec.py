@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
-from genrec.models._layers import ContentItems, CountPrior, check_item_repr
+from genrec.models._layers import (ContentItems, CountPrior, check_item_repr,
+                                   check_logit_adjust)
 from genrec.training.losses import LOSSES, sequence_loss
 
 __all__ = ["SASRecConfig", "SASRec"]
@@ -68,9 +69,7 @@ class SASRecConfig:
                 or min(self.n_items, self.content_dim) < 0):
             raise ValueError(f"sasrec: max_len, dim, n_layers, n_heads must be >= 1 and n_items, "
                              f"content_dim >= 0, got {self}")
-        if self.logit_adjust < 0 or (self.logit_adjust and self.loss == "bce"):
-            raise ValueError(f"sasrec: logit_adjust must be >= 0 and needs a softmax loss (ce, "
-                             f"sampled, infonce), got {self.logit_adjust} with loss={self.loss!r}")
+        check_logit_adjust("sasrec", self.logit_adjust, self.loss)
         if not 0 <= self.dropout < 1 or self.temperature <= 0:
             raise ValueError(f"sasrec: need 0 <= dropout < 1 and temperature > 0, got "
                              f"dropout={self.dropout}, temperature={self.temperature}")
