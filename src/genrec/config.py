@@ -23,7 +23,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "to_toml", "apply_overrides", "load_toml"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "to_toml", "apply_overrides", "load_toml",
+           "check_device"]
 
 T = TypeVar("T")
 
@@ -193,5 +194,30 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    with path.open("rb") as fh:
-        return tomllib.load(fh)
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}; fix the file (see configs/ for "
+                          f"examples)") from None
+
+
+def check_device(device: str, key: str = "train.device") -> str:
+    """``device`` when torch can use it here (cpu, cuda, cuda:N), else ConfigError with the fix."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"{key}: {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"{key}: {device!r} asked for, but this torch has no usable CUDA GPU; "
+                          f"use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"{key}: {device!r} does not exist; this machine has "
+                          f"{torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key}: {device!r} asked for, but this machine has no Apple GPU; use cpu")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"{key}: {device!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return device

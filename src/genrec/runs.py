@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from genrec import __version__
-from genrec._files import atomic_dir
+from genrec._files import atomic_dir, check_replaceable
 from genrec.config import ConfigError, apply_overrides, from_dict, load_toml, to_dict, to_toml
 from genrec.data.batches import (PairBatch, eval_batch, n_pair_batches, n_train_batches,
                                  pair_batches, train_batches, user_sequences)
@@ -67,7 +67,8 @@ from genrec.training import distributed
 from genrec.training.trainer import TrainConfig, TrainResult, fit
 
 __all__ = ["DataConfig", "EvalConfig", "RunConfig", "Run", "make_config", "train", "load_run",
-           "evaluate_run", "recommend", "content_vectors", "user_feature_codes"]
+           "evaluate_run", "recommend", "recommend_all", "content_vectors", "user_feature_codes",
+           "check_run_out", "RUN_MARKERS"]
 
 
 @dataclass
@@ -84,6 +85,9 @@ class DataConfig:
     def validate(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"data.split: {self.split!r} is not one of {list(SPLITS)}")
+        if self.min_user < 0 or self.min_item < 0:
+            raise ConfigError(f"data.min_user / data.min_item must be >= 0, got {self.min_user}, "
+                              f"{self.min_item}")
 
     def filters(self) -> Filters:
         return Filters(self.min_user, self.min_item, self.rating_threshold)
@@ -95,6 +99,19 @@ class EvalConfig:
     batch_users: int = 1024  # users scored per chunk
     refit: bool = False  # non-gradient models: refit on train+valid before the test pass
     auc: bool = True  # AUC needs every target's exact rank; off, only ranks <= max(ks) are computed
+
+    def validate(self) -> None:
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"eval.ks must be positive cut-offs, e.g. [10, 20], got {list(self.ks)}")
+        if self.batch_users < 1:
+            raise ConfigError(f"eval.batch_users must be >= 1, got {self.batch_users}")
+
+    def check_catalogue(self, n_items: int, dataset: str) -> None:
+        """Cut-offs you chose beyond the catalogue would rank more items than exist: refused
+        before any work (the default cut-offs stay usable on a small catalogue)."""
+        if tuple(self.ks) != EvalConfig().ks and max(self.ks) > n_items:
+            raise ConfigError(f"eval.ks: {max(self.ks)} is more than the {n_items:,} items of "
+                              f"{dataset}; use cut-offs <= {n_items}")
 
 
 @dataclass
@@ -366,13 +383,17 @@ def _fit_gradient(run: Run, out: Path | None, progress: bool, resume: bool) -> T
 
 
 def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
-          resume: bool = False) -> Run:
+          resume: bool = False, force: bool = False) -> Run:
     """Fit ``cfg.model`` on the train split, evaluate valid and test, save to ``out``.
 
     Gradient models train with ``cfg.train`` (seeded by ``train.seed``) and keep their best
-    validated epoch; ``resume`` continues from ``out/checkpoint.pt``.
+    validated epoch; ``resume`` continues from ``out/checkpoint.pt``. ``out`` must be new,
+    empty or a run of the same model (``force``: of any model); checked before any work.
     """
+    if out is not None:
+        check_run_out(Path(out), cfg.model, force or resume)
     ds = load_dataset(cfg.data.name, cfg.data.filters())
+    cfg.eval.check_catalogue(ds.n_items, ds.name)
     split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
     info: dict[str, Any] = {}
     content = None
@@ -434,6 +455,7 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
     metrics["test"] = result.metrics
     info.update(eval_seconds=round(time.perf_counter() - t1, 3), n_eval_users=result.n_users)
     run.info = {"model": cfg.model, "dataset": ds.name, "dataset_dir": str(ds.path),
+                "dataset_hash": ds.content_hash,
                 "split": split.summary(), "genrec_version": __version__,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **info}
     if out is not None:
@@ -443,6 +465,29 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
 
 
 _TRAINER_FILES = ("checkpoint.pt", "best.pt", "train_log.jsonl", "curves.png")
+RUN_MARKERS = ("run.json", "checkpoint.pt", "train_log.jsonl")  # a folder holding one is a run
+
+
+def check_run_out(out: Path, model: str, force: bool = False) -> None:
+    """Refuse ``out`` before training unless it is new, empty or a run of ``model``; a run of
+    another model is replaced only with ``force``. Nothing of the user's is ever replaced."""
+    out = Path(out)
+    check_replaceable(out, RUN_MARKERS, "run")
+    try:  # an --out that cannot be written fails now, not after training
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot create {out.parent} for the run ({e.strerror}); pass --out a "
+                          f"folder you can write to") from None
+    info = out / "run.json"
+    if force or not info.is_file():
+        return
+    try:
+        old = json.loads(info.read_text()).get("model")
+    except (ValueError, UnicodeDecodeError):
+        old = None
+    if old != model:
+        raise ConfigError(f"{out} holds a run of {old or 'an unknown model'!r}, not {model!r}; pass "
+                          f"--out a new folder, or --force to replace that run")
 
 
 def save_run(run: Run, out: Path, metrics: dict[str, Any]) -> Path:
@@ -451,7 +496,7 @@ def save_run(run: Run, out: Path, metrics: dict[str, Any]) -> Path:
     A torch model's trainer files, written into ``out`` while it trained, are kept.
     """
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, marker=RUN_MARKERS, what="run") as tmp:
         (tmp / "config.toml").write_text(to_toml(to_dict(run.config)))
         (tmp / "run.json").write_text(json.dumps(run.info, indent=2))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -476,27 +521,57 @@ def load_run(run_dir: str | Path) -> Run:
         raise DataError(f"{run_dir} is not a genrec run directory (missing {', '.join(missing)}); "
                         f"create one with `genrec train MODEL --data NAME`")
     cfg = from_dict(RunConfig, load_toml(run_dir / "config.toml"))
-    info = json.loads((run_dir / "run.json").read_text())
-    if info.get("model") != cfg.model:
-        raise ConfigError(f"{run_dir}: run.json says model {info.get('model')!r} but config.toml "
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise DataError(f"{run_dir / 'run.json'} is not valid JSON ({e}); the run directory is "
+                        f"damaged: train it again with `genrec train {cfg.model} ...`") from None
+    if not isinstance(info, dict) or info.get("model") != cfg.model:
+        found = info.get("model") if isinstance(info, dict) else None
+        raise ConfigError(f"{run_dir}: run.json says model {found!r} but config.toml "
                           f"says {cfg.model!r}; the run directory is inconsistent")
-    ds_dir = Path(info.get("dataset_dir", ""))
-    ds = Dataset.load(ds_dir) if ds_dir.is_dir() else load_dataset(cfg.data.name, cfg.data.filters())
+    ds = _run_dataset(run_dir, cfg, info)
     split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
     # the content vectors are in the weights; only their width is needed to build the model
     content_dim = int(info.get("content", {}).get("dim", 0))
     model = _build_model(cfg, ds.n_items, content_dim, ds.n_users, **_user_cards(info),
                          **_id_sizes(info))
     weights = found[0]
-    if weights.suffix == ".pt":
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-        model.eval()
-        if hasattr(model, "set_graph"):
-            model.set_graph(split.train_matrix())
-    else:
-        with np.load(weights, allow_pickle=False) as z:
-            model.load_state_dict({k: z[k] for k in z.files})
+    try:
+        if weights.suffix == ".pt":
+            model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+            model.eval()
+        else:
+            with np.load(weights, allow_pickle=False) as z:
+                model.load_state_dict({k: z[k] for k in z.files})
+    except Exception as e:  # KeyError, size mismatch, not a zip/pickle, truncated: all one story
+        detail = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise DataError(f"{weights} does not hold {cfg.model} weights for this run ({type(e).__name__}: "
+                        f"{detail}); the run directory is damaged or mixed with another run's "
+                        f"files: train it again") from None
+    if hasattr(model, "set_graph"):
+        model.set_graph(split.train_matrix())
     return Run(cfg, model, ds, split, run_dir, info)
+
+
+def _run_dataset(run_dir: Path, cfg: RunConfig, info: dict[str, Any]) -> Dataset:
+    """The run's dataset: its recorded folder, else found by name (a run copied to another
+    machine); refused when its content differs from what the run was trained on."""
+    ds_dir = Path(info.get("dataset_dir", ""))
+    if ds_dir.is_dir() and (ds_dir / "meta.json").is_file():
+        ds = Dataset.load(ds_dir)
+    else:
+        name = cfg.data.name  # a name, or a folder that may not exist on this machine
+        if "/" in name and not Path(name).expanduser().is_dir():
+            name = str(info.get("dataset", name))
+        ds = load_dataset(name, cfg.data.filters())
+    want = info.get("dataset_hash")
+    if want and ds.content_hash != want:
+        raise DataError(f"{run_dir} was trained on dataset {info.get('dataset')!r} with content "
+                        f"hash {want}, but {ds.path} now holds other data (hash "
+                        f"{ds.content_hash}): it was prepared again from another file; train "
+                        f"the run again, or prepare the original data under its name")
+    return ds
 
 
 def recommend(run: Run, raw_user: str, k: int = 10, fallback: str | None = None) -> dict[str, Any]:
@@ -530,3 +605,32 @@ def recommend(run: Run, raw_user: str, k: int = 10, fallback: str | None = None)
         "fallback": "popular" if used_fallback else None,
         "items": [{"item_id": ids[i], "title": titles[i], "score": float(scores[i])} for i in top],
     }
+
+
+def recommend_all(run: Run, k: int = 10, batch_users: int = 1024) -> pl.DataFrame:
+    """Top-``k`` unseen items for every user: columns user_id, rank (1..k), item_id, score.
+
+    The same ranking as ``recommend`` (history masked, ties by item index), chunked by users."""
+    ds, known = run.dataset, run.split.known()
+    score_fn = _scorer(run, "all")
+    ids, user_ids = ds.item_ids, ds.users.sort("user_idx")["user_id"].cast(pl.Utf8).to_numpy()
+    parts = []
+    for lo in range(0, ds.n_users, batch_users):
+        users = np.arange(lo, min(lo + batch_users, ds.n_users))
+        scores = torch.as_tensor(score_fn(users)).cpu().double().numpy()
+        scores[:, 0] = -np.inf
+        rows = known[users]
+        scores[np.repeat(np.arange(len(users)), np.diff(rows.indptr)), rows.indices] = -np.inf
+        kk = min(k, scores.shape[1] - 1)
+        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        top_scores = np.take_along_axis(scores, top, axis=1)
+        order = np.lexsort((top, -top_scores), axis=1)  # score descending, then item index
+        top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
+        keep = np.isfinite(top_scores)
+        parts.append(pl.DataFrame({
+            "user_id": np.repeat(user_ids[users], kk)[keep.ravel()],
+            "rank": np.tile(np.arange(1, kk + 1), len(users))[keep.ravel()],
+            "item_id": ids[top].ravel()[keep.ravel()].astype(str),
+            "score": top_scores.ravel()[keep.ravel()]}))
+    return pl.concat(parts) if parts else pl.DataFrame(
+        schema={"user_id": pl.Utf8, "rank": pl.Int64, "item_id": pl.Utf8, "score": pl.Float64})

@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 
 from genrec.cli._common import console, metrics_table
+from genrec.config import ConfigError
 from genrec.evaluation.ablation import parse_grid, run_ablation
 from genrec.registry import MODELS
 
@@ -28,6 +29,9 @@ def ablate_cmd(
 ) -> None:
     """Train every grid combination on one split; write ablation.md/.csv/.png/.json."""
     is_model = config in MODELS and not Path(config).is_file()
+    if not is_model and not Path(config).is_file():
+        raise ConfigError(f"{config!r} is neither a model ({', '.join(MODELS)}) nor a TOML "
+                          f"preset file (configs/...)")
     preset, model = (None, config) if is_model else (Path(config), None)
     out = out or Path("runs") / f"ablate_{config if is_model else Path(config).stem}"
     res = run_ablation(preset, parse_grid(list(grid)), out, sets=list(set_), model=model,

@@ -13,17 +13,40 @@ from genrec.cli.embed import enrich_cmd
 from genrec.data.ingest import Filters
 from genrec.data.prepare import dataset_dir, load_dataset, prepare
 from genrec.data.presets import PRESETS
+from genrec.data.sources import genrec_home
 
 app = typer.Typer(help="List, prepare and describe datasets.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_() -> None:
-    """Known dataset presets and whether they are prepared here."""
+    """Known dataset presets and whether they are prepared here, then your own prepared datasets."""
+    root = genrec_home() / "datasets"
+    prepared = sorted(p.name for p in root.iterdir() if (p / "meta.json").is_file()) \
+        if root.is_dir() else []
     table = Table("name", "prepared", "description")
     for name, preset in PRESETS.items():
-        table.add_row(name, "yes" if dataset_dir(name).is_dir() else "", preset.description)
+        variants = [p for p in prepared if p == name or p.startswith(name + "@")]
+        table.add_row(name, ", ".join(variants) if variants else "", preset.description)
     console.print(table)
+    own = [p for p in prepared if p.split("@")[0] not in PRESETS]
+    if own:
+        mine = Table("name", "users", "items", "interactions", "source",
+                     title="your prepared datasets (use the name with --data)", title_justify="left")
+        for name in own:
+            meta = _meta(root / name)
+            mine.add_row(name, f"{meta.get('n_users', 0):,}", f"{meta.get('n_items', 0):,}",
+                         f"{meta.get('n_interactions', 0):,}", str(meta.get("source", "")))
+        console.print(mine)
+
+
+def _meta(folder: Path) -> dict:
+    import json
+
+    try:
+        return json.loads((folder / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 @app.command("prepare")
@@ -39,11 +62,16 @@ def prepare_(
     min_user: int = typer.Option(0, help="k-core: minimum interactions per user"),
     min_item: int = typer.Option(0, help="k-core: minimum interactions per item"),
     rating_threshold: Optional[float] = typer.Option(None, help="keep ratings >= this"),
-    force: bool = typer.Option(False, help="rebuild even if prepared"),
+    force: bool = typer.Option(False, help="rebuild even if prepared; replace a dataset prepared from another file"),
 ) -> None:
     """Ingest a dataset into genrec's Parquet format (filters, id maps, time order)."""
     mapping = {"user": user, "item": item, "time": time, "rating": rating} if path else None
-    ds = prepare(name, filters=Filters(min_user, min_item, rating_threshold), raw_dir=raw_dir,
+    filters = Filters(min_user, min_item, rating_threshold)
+    if raw_dir is not None and not force and path is None and name in PRESETS \
+            and (dataset_dir(name, filters) / "meta.json").is_file():
+        console.print(f"[yellow]note:[/] {name} is already prepared, so --raw-dir is not read; "
+                      f"add --force to prepare it again from {raw_dir}")
+    ds = prepare(name, filters=filters, raw_dir=raw_dir,
                  path=path, fmt=format, mapping=mapping, force=force)
     console.print(f"[green]prepared[/] {ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, "
                   f"{ds.interactions.height:,} interactions -> {ds.path}")

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from genrec.cli._common import console
+from genrec.config import check_device
 
 app = typer.Typer(help="Item content vectors: text, image and embedding-API encoders.",
                   no_args_is_help=True)
@@ -49,6 +50,7 @@ def items_cmd(
     from genrec.features import EncoderOptions, embed_items, make_encoder, read_meta
     from genrec.features._http import RetryPolicy
 
+    check_device(device, "--device")
     options = EncoderOptions(batch_size=batch_size, device=device, dtype=dtype, threads=threads,
                              model=model, api_key_env=api_key_env, concurrency=concurrency,
                              dim=dim, policy=RetryPolicy(max_retries=max_retries, timeout=timeout),

@@ -11,13 +11,15 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.table import Table
 
-from genrec.cli._common import console, metrics_table
+from genrec.cli._common import console, metrics_by_k, metrics_table, refuse_existing_file, write_table
 from genrec.config import ConfigError
 from genrec.data.dataset import DataError
 from genrec.data.prepare import load_dataset
 from genrec.registry import model_classes
-from genrec.runs import evaluate_run, load_run, make_config, recommend, train
+from genrec.runs import (check_run_out, evaluate_run, load_run, make_config, recommend,
+                         recommend_all, train)
 from genrec.training.distributed import launch
 
 SHOWN = ["HR@10", "NDCG@10", "Recall@20", "NDCG@20", "MRR@10", "AUC"]
@@ -33,11 +35,13 @@ def train_cmd(
     resume: bool = typer.Option(False, help="continue from the run directory's checkpoint.pt"),
     nproc: int = typer.Option(1, min=1, help="processes for data-parallel training (torchrun + DDP)"),
     progress: bool = typer.Option(True, help="show the trainer's progress bar"),
+    force: bool = typer.Option(False, help="replace a run of another model at --out"),
 ) -> None:
     """Fit a model, evaluate it with full ranking, save the run directory."""
     sets = list(set_) + ([f"data.name={data}"] if data else []) + ([f"data.split={split}"] if split else [])
     cfg = make_config(model, sets, config)
     out = out or Path("runs") / f"{cfg.model}_{Path(cfg.data.name).name}_{cfg.data.split}"
+    check_run_out(out, cfg.model, force or resume)  # before any work
     if resume and not (out / "checkpoint.pt").is_file():
         found = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
         raise DataError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist (found in "
@@ -51,8 +55,9 @@ def train_cmd(
         args += [a for s in sets for a in ("--set", s)]
         args += ["--config", str(config.resolve())] if config else []
         args += (["--resume"] if resume else []) + ([] if progress else ["--no-progress"])
+        args += ["--force"] if force else []
         raise typer.Exit(launch(nproc, args))
-    run = train(cfg, out, progress=progress, resume=resume)
+    run = train(cfg, out, progress=progress, resume=resume, force=force)
     if "metrics" not in run.info:  # a DDP worker other than rank 0: rank 0 reports
         return
     console.print(metrics_table({s: run.info["metrics"][s] for s in run.info["metrics"]}, SHOWN,
@@ -60,36 +65,86 @@ def train_cmd(
     console.print(f"fit {run.info['fit_seconds']}s, test eval {run.info['eval_seconds']}s -> {out}")
 
 
+STAGES = ("valid", "test")
+FALLBACKS = ("popular",)
+
+
 def evaluate_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory from `genrec train`"),
     stage: str = typer.Option("test", help="valid | test"),
     as_json: bool = typer.Option(False, "--json", help="print metrics as JSON"),
+    per_user: Optional[Path] = typer.Option(None, help="also write each user's metrics to this "
+                                                       ".csv or .parquet file (a new file)"),
 ) -> None:
     """Re-evaluate a saved run (full ranking, history masked)."""
-    result = evaluate_run(load_run(run_dir), stage)
+    if stage not in STAGES:
+        raise ConfigError(f"--stage {stage!r} is not one of {', '.join(STAGES)}; the train part "
+                          f"is what the model learned from, so it is not evaluated")
+    if per_user is not None:
+        refuse_existing_file(per_user)
+    run = load_run(run_dir)
+    result = evaluate_run(run, stage)
+    if per_user is not None:
+        import polars as pl
+
+        user_ids = run.dataset.users.sort("user_idx")["user_id"].cast(pl.Utf8).to_numpy()
+        table = pl.DataFrame({"user_id": user_ids[result.users],
+                              **{k: v for k, v in result.per_user.items()}})
+        write_table(table, per_user)
     if as_json:
         print(json.dumps({"stage": stage, "n_users": result.n_users, "seconds": result.seconds,
                           "metrics": result.metrics}, indent=2))
-    else:
-        console.print(metrics_table({stage: result.metrics}, sorted(result.metrics), title=str(run_dir)))
+        return
+    console.print(metrics_by_k(result.metrics, title=f"{run_dir} ({stage}, {result.n_users:,} "
+                                                     f"users, full ranking)"))
+    if per_user is not None:
+        console.print(f"per-user metrics of {result.n_users:,} users -> {per_user}")
 
 
 def recommend_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory from `genrec train`"),
-    user: str = typer.Option(..., help="raw user id as in the source data"),
+    user: Optional[str] = typer.Option(None, help="raw user id as in the source data"),
     k: int = typer.Option(10, "-k", min=1, max=1000, help="how many items"),
     fallback: Optional[str] = typer.Option(None, help="'popular': serve unknown users the most popular items"),
+    all_users: bool = typer.Option(False, "--all-users", help="top-k for every user, to --out"),
+    out: Optional[Path] = typer.Option(None, help="with --all-users: a new .parquet or .csv file"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Top-k unseen items for a user, with titles."""
-    recs = recommend(load_run(run_dir), user, k, fallback)
+    """Top-k unseen items for a user (or every user, to a file), with titles."""
+    if fallback is not None and fallback not in FALLBACKS:
+        raise ConfigError(f"--fallback {fallback!r} is not one of {', '.join(FALLBACKS)}")
+    if all_users == (user is not None):
+        raise ConfigError("give exactly one of --user ID or --all-users (with --out FILE)")
+    if all_users:
+        if out is None:
+            raise ConfigError("--all-users writes a file: add --out recs.parquet (or recs.csv)")
+        refuse_existing_file(out)
+        table = recommend_all(load_run(run_dir), k)
+        write_table(table, out)
+        console.print(f"top-{k} for {table['user_id'].n_unique():,} users ({table.height:,} rows: "
+                      f"user_id, rank, item_id, score) -> {out}")
+        return
+    run = load_run(run_dir)
+    try:
+        recs = recommend(run, user, k, fallback)
+    except DataError as e:
+        if "unknown user" in str(e):
+            raise DataError(f"{e}; add --fallback popular to serve unknown users the most "
+                            f"popular items") from None
+        raise
     if as_json:
         print(json.dumps(recs, indent=2))
         return
     if recs["fallback"]:
         console.print(f"[yellow]unknown user {user!r}: serving the most popular items[/]")
+    table = Table(title=f"top {len(recs['items'])} for user {user} ({run.config.model} on "
+                        f"{run.dataset.name})", title_justify="left")
+    for name, justify in (("rank", "right"), ("title", "left"), ("item_id", "left"),
+                          ("score", "right")):
+        table.add_column(name, justify=justify, overflow="fold")
     for rank, it in enumerate(recs["items"], 1):
-        console.print(f"{rank:>3}. {it['title']}  [dim]({it['item_id']}, {it['score']:.3f})[/]")
+        table.add_row(str(rank), str(it["title"]), str(it["item_id"]), f"{it['score']:.4g}")
+    console.print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -28,9 +28,32 @@ def serve_cmd(
         raise typer.BadParameter(f"{search!r} is not one of {', '.join(ENCODERS)} nor a run "
                                  f"directory of `genrec search train`",
                                  param_hint="--search")
+    _check_bind(host, port)  # before the (possibly long) load, not after it
     app = create_app(run_dir, search=search, threads=threads)  # the bundle loads at startup
-    typer.echo(f"serving {run_dir} on http://{host}:{port}/ (OpenAPI: /openapi.json)")
+    typer.echo(f"loading {run_dir} (model, dataset, search index); then serving on "
+               f"http://{host}:{port}/ (API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def _check_bind(host: str, port: int) -> None:
+    """DataError when ``host:port`` cannot be listened on (taken, or not this machine's)."""
+    import socket
+
+    from genrec.data.dataset import DataError
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as e:
+        raise DataError(f"--host {host!r} is not an address of this machine ({e.strerror}); use "
+                        f"127.0.0.1 (this machine only) or 0.0.0.0 (all interfaces)") from None
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as e:
+            raise DataError(f"cannot listen on {host}:{port} ({e.strerror}); pick another --port "
+                            f"or stop what is using it") from None
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,7 @@
                           optional ``split`` (train/test, when the source fixes the split), extras
     items.parquet         item_idx int32, item_id str (raw id), title, text fields, tags ...
     users.parquet         user_idx int32, user_id str (raw id), features ...
-    meta.json             name, source, filters applied, counts, schema version
+    meta.json             name, source, filters applied, counts, schema version, content_hash
 
 Users are numbered 0..n_users-1. Items are numbered 1..n_items: index 0 is PAD, so every score
 matrix has ``n_items + 1`` columns and column 0 is never recommended. Interactions are stored
@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,21 @@ class Dataset:
             raise DataError(f"unknown item id(s) {missing[:20]} in dataset {self.name!r}")
         return np.array([lookup[str(r)] for r in raw_ids], dtype=np.int64)
 
+    @property
+    def content_hash(self) -> str:
+        """A short SHA-256 of the interactions (user, item, time, in stored order) and the raw
+        ids: equal exactly when runs trained on the two datasets see the same data. Runs record
+        it, so a run whose dataset was prepared again from other data is refused on load."""
+        if "content_hash" in self.meta:
+            return str(self.meta["content_hash"])
+        h = hashlib.sha256()
+        for col in ("user_idx", "item_idx", "timestamp"):
+            h.update(self.interactions[col].fill_null(-1).to_numpy().tobytes())
+        for ids in (self.users.sort("user_idx")["user_id"], self.items.sort("item_idx")["item_id"]):
+            h.update("\x1f".join(ids.cast(pl.Utf8).to_list()).encode())
+        self.meta["content_hash"] = h.hexdigest()[:16]
+        return self.meta["content_hash"]
+
     def titles(self) -> np.ndarray:
         """Display title per item_idx (falls back to the raw id)."""
         out = self.item_ids.copy()
@@ -106,12 +122,12 @@ class Dataset:
     def save(self, path: str | Path) -> Path:
         """Write atomically: into a temporary sibling directory, then rename into place."""
         path = Path(path).expanduser()
-        with atomic_dir(path) as tmp:
+        with atomic_dir(path, marker="meta.json", what="dataset") as tmp:
             self.interactions.write_parquet(tmp / "interactions.parquet")
             self.items.write_parquet(tmp / "items.parquet")
             self.users.write_parquet(tmp / "users.parquet")
             meta = {**self.meta, "schema_version": SCHEMA_VERSION,
-                    "n_users": self.n_users, "n_items": self.n_items,
+                    "content_hash": self.content_hash, "n_users": self.n_users, "n_items": self.n_items,
                     "n_interactions": self.interactions.height}
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         self.path = path
@@ -128,7 +144,11 @@ class Dataset:
                 f"{path} is not a prepared genrec dataset (missing {', '.join(missing)}); "
                 f"run `genrec data prepare NAME` first"
             )
-        meta = json.loads((path / "meta.json").read_text())
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (ValueError, UnicodeDecodeError) as e:
+            raise DataError(f"{path / 'meta.json'} is not valid JSON ({e}); prepare the dataset "
+                            f"again with `genrec data prepare NAME --force`") from None
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise DataError(
                 f"{path} has schema version {meta.get('schema_version')}, this genrec reads "

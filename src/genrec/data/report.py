@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from genrec._files import atomic_dir
+from genrec._files import atomic_dir, check_replaceable
 from genrec.data.dataset import DataError, Dataset
 
 __all__ = ["write_report", "COLD_ITEM_THRESHOLD"]
@@ -69,11 +69,9 @@ def write_report(ds: Dataset, out_dir: Path) -> Path:
     if ds.interactions.height == 0:
         raise DataError(f"dataset {ds.name!r} has no interactions: nothing to report; "
                         f"re-run `genrec data prepare` with looser filters")
-    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / "report.md").is_file():
-        raise DataError(f"{out_dir} exists and is not an earlier genrec report (no report.md); "
-                         f"pass a new or empty folder so nothing else gets replaced")
+    check_replaceable(out_dir, "report.md", "report")  # before the work, not after it
     stats = _compute(ds)
-    with atomic_dir(out_dir) as tmp:  # a report is replaced whole, never half-written
+    with atomic_dir(out_dir, marker="report.md", what="report") as tmp:  # a report is replaced whole, never half-written
         text = _render(ds, stats, tmp)
         (tmp / "report.md").write_text(text, encoding="utf-8")
     return out_dir / "report.md"

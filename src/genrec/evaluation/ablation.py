@@ -178,6 +178,19 @@ def _metric_columns(rows: list[AblationRow], wanted: list[str] | None) -> list[s
     return cols or sorted(have)[:4]
 
 
+def _check_metric_names(wanted: list[str], ks: tuple[int, ...], auc: bool) -> None:
+    """Refuse metric columns the evaluator will not produce with these cut-offs."""
+    from genrec.evaluation.metrics import RANK_METRICS
+
+    names = [*RANK_METRICS, "coverage", "gini", "novelty"]
+    have = [f"{n}@{k}" for n in names for k in ks] + (["AUC"] if auc else [])
+    missing = [m for m in wanted if m not in have]
+    if missing:
+        raise ConfigError(f"--metric {', '.join(missing)} will not be computed: cut-offs are "
+                          f"eval.ks = {list(ks)}; pick from e.g. {', '.join(have[:6])} or add the "
+                          f"cut-off with --set eval.ks=[...]")
+
+
 def run_ablation(config: str | Path | None, grid: dict[str, list[str]], out: str | Path,
                  sets: list[str] = (), model: str | None = None,
                  metrics: list[str] | None = None, progress: bool = False,
@@ -201,6 +214,8 @@ def run_ablation(config: str | Path | None, grid: dict[str, list[str]], out: str
     if any(c.data != base.data for _, c in configs):
         raise ConfigError("every configuration of an ablation must use the same data section "
                           "(one split); move data.* settings out of the grid")
+    if metrics:
+        _check_metric_names(metrics, base.eval.ks, base.eval.auc)  # before training, not after
 
     rows = []
     for i, (values, cfg) in enumerate(configs, 1):

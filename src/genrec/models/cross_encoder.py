@@ -323,7 +323,7 @@ class CrossEncoderRanker:
     def save(self, directory: Path) -> None:
         """Write ``ranker.json`` + ``model/`` to a temporary sibling, then rename it into place
         (an existing ranker there is replaced only once the new one is complete)."""
-        with atomic_dir(directory) as tmp:
+        with atomic_dir(directory, marker=_META, what="cross-encoder") as tmp:
             self._ce.save(str(tmp / "model"), create_model_card=False)
             meta = {"format": 1, "config": asdict(self.config), "base_model": self.base_path}
             (tmp / _META).write_text(json.dumps(meta, indent=2))

@@ -52,7 +52,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from genrec._files import atomic_dir
+from genrec._files import atomic_dir, check_replaceable
 from genrec.config import ConfigError, from_dict, load_toml, to_dict, to_toml
 from genrec.data.dataset import DataError
 from genrec.models.text2items import (QueryBatch, Text2Items, Text2ItemsConfig, load_tokenizer,
@@ -446,6 +446,7 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
                               f"imported ({e}); --set ranker.enabled=false trains the generator "
                               f"alone") from None
     out = Path(out)
+    check_replaceable(out, "run.json", "text-search run")  # before the long part, not after it
     t_all = time.perf_counter()
     torch.manual_seed(cfg.train.seed)
     if cfg.train.threads:
@@ -460,7 +461,7 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
     log(f"{ds.name}: {ds.n_items:,} items; queries {qs.summary()}")
     codes, sizes, sid_meta = _semantic_ids(ds, cfg, list(tpl.fields), log)
 
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, marker="run.json", what="text-search run") as tmp:
         tokenizer = load_tokenizer(cfg.generator.tokenizer)
         cfg.generator.n_items, cfg.generator.id_sizes = ds.n_items, tuple(sizes)
         cfg.generator.vocab_size = len(tokenizer)

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from genrec.config import check_device
 from genrec.training import distributed
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "SCHEDULES"]
@@ -83,6 +84,9 @@ class TrainConfig:
             raise ValueError("train: need lr > 0 and weight_decay, clip_norm, warmup_steps >= 0")
         if self.max_minutes is not None and self.max_minutes <= 0:
             raise ValueError(f"train.max_minutes must be > 0 (or unset), got {self.max_minutes}")
+        if self.threads < 0:
+            raise ValueError(f"train.threads must be >= 0 (0 = torch's default), got {self.threads}")
+        check_device(self.device)
 
 
 @dataclass
