@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -396,6 +397,13 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
     cfg.eval.check_catalogue(ds.n_items, ds.name)
     split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
     info: dict[str, Any] = {}
+    tested = np.diff(split.targets("test").indptr) > 0
+    unseen = int((tested & (np.diff(split.history("test").indptr) == 0)).sum())
+    if unseen:  # typical of a temporal split: users who first appear after the cut
+        info["test_users_without_history"] = unseen
+        warnings.warn(f"{unseen:,} of {int(tested.sum()):,} test users of the {split.name} split "
+                      f"have no interaction before their test items, so every model can only guess "
+                      f"for them; their metrics are counted (see run.json)", stacklevel=2)
     content = None
     item_repr, spec = _content_spec(cfg)
     if item_repr != "id":

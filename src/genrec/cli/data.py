@@ -75,6 +75,9 @@ def prepare_(
                  path=path, fmt=format, mapping=mapping, force=force)
     console.print(f"[green]prepared[/] {ds.name}: {ds.n_users:,} users, {ds.n_items:,} items, "
                   f"{ds.interactions.height:,} interactions -> {ds.path}")
+    dropped = ds.meta.get("counts_raw", {}).get("rows_without_id_dropped", 0)
+    if dropped:
+        console.print(f"[yellow]note:[/] dropped {dropped:,} rows with an empty user or item id")
     if ds.meta.get("partial"):
         console.print(f"[yellow]note:[/] {ds.meta['partial']}")
 

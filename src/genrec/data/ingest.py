@@ -101,16 +101,19 @@ def build_dataset(raw: RawData, name: str, filters: Filters = Filters(), source:
     if "rating" not in schema:
         lf = lf.with_columns(pl.lit(None, dtype=pl.Float32).alias("rating"))
     lf = lf.with_columns(pl.col("timestamp").cast(pl.Int64), pl.col("rating").cast(pl.Float32))
-    lf = lf.filter(pl.col("user_id").is_not_null() & pl.col("item_id").is_not_null())
-
-    if filters.rating_threshold is not None:
-        lf = lf.filter(pl.col("rating") >= filters.rating_threshold)
-
     df = lf.collect(engine="streaming")
+    has_ids = df["user_id"].is_not_null() & df["item_id"].is_not_null()
+    n_without_id = int(df.height - has_ids.sum())
+    if n_without_id:  # an empty user or item id: counted in meta.json and said by the CLI
+        df = df.filter(has_ids)
+    if filters.rating_threshold is not None:
+        df = df.filter(pl.col("rating") >= filters.rating_threshold)
     n_raw = df.height
     if n_raw == 0:
-        raise DataError(f"{name}: no interactions left after reading (and the rating threshold "
-                        f"{filters.rating_threshold}); check the input file and filters")
+        cause = (f"the rating threshold {filters.rating_threshold:g} removed every row"
+                 if filters.rating_threshold is not None else "no row has both a user and an item")
+        raise DataError(f"{name}: no interactions left after reading ({cause}); check the input "
+                        f"file and filters")
     if filters.rating_threshold is not None and df["rating"].null_count() == df.height:
         raise DataError(f"{name}: a rating threshold was given but the data has no ratings")
 
@@ -182,7 +185,7 @@ def build_dataset(raw: RawData, name: str, filters: Filters = Filters(), source:
         "filters": {"min_user": filters.min_user, "min_item": filters.min_item,
                     "rating_threshold": filters.rating_threshold, "dedup": filters.dedup},
         "counts_raw": {"interactions": n_raw, "users": len(user_vocab), "items": len(item_vocab),
-                       "duplicates_dropped": n_dup},
+                       "duplicates_dropped": n_dup, "rows_without_id_dropped": n_without_id},
         "fixed_split": "split" in df.columns,
         "genrec_version": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
