@@ -111,7 +111,7 @@ def test_failure_leaves_nothing_and_rerun_replaces(tmp_path, monkeypatch):
 def test_refuses_to_replace_a_folder_that_is_not_a_report(tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
-    with pytest.raises(DataError, match="not an earlier genrec report"):
+    with pytest.raises(ValueError, match="is not a genrec report"):
         write_report(_toy(), tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
 
