@@ -42,6 +42,8 @@ def train_cmd(
     cfg = make_config(model, sets, config)
     out = out or Path("runs") / f"{cfg.model}_{Path(cfg.data.name).name}_{cfg.data.split}"
     check_run_out(out, cfg.model, force or resume)  # before any work
+    if not data and not config and not any(s.startswith("data.name=") for s in set_):
+        console.print(f"[yellow]note:[/] no --data given: training on {cfg.data.name} (the default)")
     if resume and not (out / "checkpoint.pt").is_file():
         found = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
         raise DataError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist (found in "
