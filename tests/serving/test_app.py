@@ -7,6 +7,7 @@ products sku21..sku40; "Mascara" is in the titles of sku02, sku06, sku10, sku14,
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -22,11 +23,12 @@ from genrec.data.batches import SeqBatch
 from genrec.cli import serve
 from genrec.data.dataset import DataError, Dataset
 from genrec.features import embed_items, load_vectors, make_encoder, save_vectors
+from genrec.retrieval.text import MiniLMIndex
 from genrec.runs import load_run, make_config, recommend, train
+from genrec.serving import app as app_module
 from genrec.serving.app import MAX_BODY_BYTES, app_from_env, create_app
 from genrec.serving.bundle import load_bundle
 from genrec.serving.schemas import MAX_HISTORY, MAX_K
-from genrec.serving.search import MiniLMIndex
 
 
 def sku(i: int) -> str:
@@ -72,6 +74,34 @@ def test_the_lifespan_loads_the_run_directory_and_health_says_what_is_loaded(eas
     assert health["search_vectors"] == "item texts, fitted at load"
 
 
+def test_health_names_a_known_user_and_the_most_popular_title_for_the_page(client, shop_dir):
+    health = client.get("/health").json()
+    assert health["example_user_id"] == "u00"
+    pop = counts(shop_dir)
+    top = max(pop, key=lambda i: (pop[i], -number(i)))  # most users, ties to the lower id
+    assert health["example_title"] == client.get(f"/items/{top}").json()["title"]
+
+
+def test_start_up_logs_what_it_loads_and_when_it_is_ready(ease_run):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    logger = logging.getLogger("uvicorn.error")  # the log uvicorn prints at start-up
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        with TestClient(create_app(ease_run, search="tfidf")):
+            pass
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = [r.getMessage() for r in records]
+    assert lines[0].startswith(f"loading {ease_run}: model, dataset, catalogue and search index")
+    assert lines[-1].startswith("ready in ") and "ease on shop, 60 users, 40 items" in lines[-1]
+    assert "search: tfidf" in lines[-1]
+
+
 def test_openapi_lists_every_endpoint_and_the_page_is_served_offline(client):
     spec = client.get("/openapi.json").json()
     assert {"/recommend", "/similar/{item_id}", "/search", "/items/{item_id}", "/health",
@@ -82,6 +112,27 @@ def test_openapi_lists_every_endpoint_and_the_page_is_served_offline(client):
     for asset in ("/static/app.js", "/static/style.css"):
         assert client.get(asset).status_code == 200
     assert "http" not in page.text.replace('http-equiv', '')  # no CDN: everything is local
+    assert 'rel="icon" href="data:,"' in page.text  # no request for /favicon.ico
+    # history is an array: its limit is maxItems, not maxLength
+    history = spec["components"]["schemas"]["RecommendRequest"]["properties"]["history"]
+    assert history["type"] == "array" and history["maxItems"] == MAX_HISTORY
+    assert "maxLength" not in history
+
+
+def test_docs_is_swagger_ui_served_from_this_machine(client):
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "SwaggerUIBundle" in docs.text
+    assert "cdn" not in docs.text and "https://" not in docs.text  # works with no network
+    for asset in ("swagger-ui-bundle.js", "swagger-ui.css"):
+        assert client.get(f"/static-offline-docs/{asset}").status_code == 200
+
+
+def test_docs_without_the_swagger_package_lists_the_routes(ease_bundle, monkeypatch):
+    monkeypatch.setattr(app_module, "FastAPIOffline", None)
+    with TestClient(create_app(bundle=ease_bundle)) as c:
+        docs = c.get("/docs")
+    assert docs.status_code == 200 and "<code>POST /recommend</code> Recommend" in docs.text
+    assert "/openapi.json" in docs.text
 
 
 # ---- /recommend ------------------------------------------------------------------------------
@@ -138,6 +189,17 @@ def test_an_unknown_user_is_a_404_unless_the_popular_fallback_is_asked_for(clien
     assert len(body["items"]) == 3
 
 
+def test_ids_sent_as_json_integers_are_read_as_their_text(client):
+    # MovieLens ids are numbers: {"user_id": 1} means user "1", not a type error
+    r = post(client, user_id=7)
+    assert r.status_code == 404 and "unknown user '7'" in r.json()["detail"]
+    r = post(client, history=[50, "sku01"], exclude=[181])
+    assert r.status_code == 422 and r.json()["unknown_item_ids"] == ["50", "181"]
+    # one error per bad id, not one per member of a union
+    r = post(client, user_id=1.5)
+    assert r.status_code == 422 and [e["loc"] for e in r.json()["detail"]] == [["body", "user_id"]]
+
+
 def test_unknown_item_ids_are_all_listed_in_one_422(client):
     r = post(client, history=[sku(1), "nope", "nope", "gone"], exclude=["missing", sku(2)])
     assert r.status_code == 422
@@ -149,6 +211,10 @@ def test_unknown_item_ids_are_all_listed_in_one_422(client):
     {"history": [sku(1)], "k": 0},
     {"history": [sku(1)], "k": MAX_K + 1},
     {"history": [sku(1)], "k": "ten"},
+    {"history": [sku(1)], "k": True},                    # a JSON bool is not a count
+    {"user_id": True},
+    {"history": [sku(1), None]},
+    {"user_id": "x" * 201},
     {},                                                  # neither user nor history
     {"user_id": "u00", "history": [sku(1)]},             # both
     {"history": [sku(1)], "colour": "red"},              # unknown field
@@ -347,9 +413,13 @@ def test_itemcf_on_real_ml100k(shared_data, tmp_path, monkeypatch):
         star_wars = hits[0]["item_id"]
         similar = c.get(f"/similar/{star_wars}", params={"k": 5}).json()["items"]
         recs = c.post("/recommend", json={"user_id": "1", "k": 10}).json()
+        by_number = c.post("/recommend", json={"user_id": 1, "k": 10}).json()
+        numeric_history = c.post("/recommend", json={"history": [50, 181], "k": 3})
     assert (health["n_users"], health["n_items"]) == (943, 1682)  # ml-100k SOURCE.md counts
     assert health["similar"] == "ItemCF top-k cosine neighbours"
     assert hits[0]["title"] == "Star Wars (1977)"
     assert "Return of the Jedi (1983)" in [it["title"] for it in similar]
     expected = recommend(load_run(tmp_path / "run"), "1", k=10)
     assert [it["item_id"] for it in recs["items"]] == [it["item_id"] for it in expected["items"]]
+    assert by_number == {**recs, "latency_ms": by_number["latency_ms"]}
+    assert numeric_history.status_code == 200 and len(numeric_history.json()["items"]) == 3

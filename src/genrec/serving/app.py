@@ -6,16 +6,21 @@
     GET  /items/{item_id}    title, popularity, text fields, image URL
     GET  /health             what is loaded;  GET /metrics: Prometheus counters and histograms
     GET  /                   the web page (static/, no build step, nothing from a CDN)
+    GET  /docs               the API docs (Swagger UI, offline); GET /openapi.json: the schema
 
-The bundle is loaded once, in the lifespan. Routes whose work takes a millisecond or two run on
+The bundle is loaded once, in the lifespan, with log lines on uvicorn's log (loading, still
+loading every 15 s, ready in N s). Routes whose work takes a millisecond or two run on
 the event loop (``async def``): handing them to a thread costs about as much CPU as the work
 (0.2-0.6 ms per request, measured under load); ``/search``, whose text encoder takes tens of
 milliseconds, runs in the thread pool so that it does not hold up the others.
 
 Errors: an unknown item id in a request body is a 422 that lists every unknown id; an unknown
 item in the path is a 404; an unknown user is a 404 unless ``fallback="popular"``; bodies over
-``max_body_bytes`` are a 413. ``/docs`` is off because Swagger UI loads its assets from a CDN;
-the OpenAPI schema is at ``/openapi.json``.
+``max_body_bytes`` are a 413.
+
+``/docs`` is Swagger UI from the files that the ``fastapi-offline`` wheel ships, so it needs no
+network; without that package it is a plain list of the routes. There is no ``/redoc``: ReDoc
+would fetch its logo from the network.
 
 Example:
     >>> app = create_app("runs/ease_ml-100k_loo", search="tfidf")          # doctest: +SKIP
@@ -24,7 +29,10 @@ Example:
 
 from __future__ import annotations
 
+import html
+import logging
 import os
+import threading
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,7 +41,7 @@ from urllib.parse import quote
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Path as PathParam, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
 from genrec import __version__
@@ -43,7 +51,15 @@ from genrec.serving.schemas import (MAX_ID_LENGTH, MAX_K, MAX_QUERY_LENGTH, Erro
                                     ItemDetails, ItemRef, RecommendRequest, RecommendResponse,
                                     ScoredItem, SearchResponse, SimilarResponse)
 
+try:  # Swagger UI with its JS and CSS inside the wheel, not on a CDN
+    from fastapi_offline import FastAPIOffline
+except ImportError:  # requirements.lock installs it; without it /docs lists the routes
+    FastAPIOffline = None
+
 __all__ = ["create_app", "app_from_env", "MAX_BODY_BYTES"]
+
+# uvicorn's own log: start-up lines appear beside "Waiting for application startup."
+log = logging.getLogger("uvicorn.error")
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 256 * 1024  # a 500-item history of long ids is well under this
@@ -119,6 +135,50 @@ def _item_or_404(b: Bundle, item_id: str) -> int:
         raise HTTPException(404, str(e)) from None
 
 
+def _load_logged(run_dir: str | Path, search: str, threads: int | None) -> Bundle:
+    """``load_bundle`` with log lines: what is loading, a line every 15 s while it takes long,
+    and what is ready."""
+    t0 = time.perf_counter()
+    note = ("; a first start encodes every item's text once, then reads it from the run "
+            "directory" if search in ("auto", "minilm") else "")
+    log.info("loading %s: model, dataset, catalogue and search index (search=%s%s)...", run_dir,
+             search, note)
+    done = threading.Event()
+
+    def still_loading() -> None:
+        while not done.wait(15):
+            log.info("still loading (%.0f s)...", time.perf_counter() - t0)
+
+    threading.Thread(target=still_loading, daemon=True).start()
+    try:
+        b = load_bundle(run_dir, search=search, threads=threads)
+    finally:
+        done.set()
+    log.info("ready in %.1f s: %s on %s, %d users, %d items; search: %s (%s); similar: %s",
+             time.perf_counter() - t0, b.model_name, b.run.dataset.name, b.known.shape[0],
+             b.n_items, b.search_index.name, b.search_index.source, b.similar_source)
+    return b
+
+
+def _examples(b: Bundle) -> dict[str, str | None]:
+    """A known user id and the most popular item's title, for the web page's placeholders."""
+    users = b.run.dataset.users["user_id"]
+    top = int(np.argmax(b.popularity))  # PAD's popularity is 0
+    title = str(b.titles[top])
+    return {"example_user_id": str(users[0]) if len(users) else None,
+            "example_title": title if title != str(b.item_ids[top]) else None}
+
+
+def _routes_page(app: FastAPI) -> HTMLResponse:
+    """/docs without Swagger UI: every operation of the OpenAPI schema, one line each."""
+    rows = "".join(f"<li><code>{method.upper()} {html.escape(path)}</code> "
+                   f"{html.escape(op.get('summary', ''))}</li>"
+                   for path, ops in app.openapi()["paths"].items() for method, op in ops.items())
+    return HTMLResponse(f'<!doctype html><meta charset="utf-8"><title>genrec API</title>'
+                        f'<link rel="icon" href="data:,"><h1>genrec API</h1><ul>{rows}</ul>'
+                        f'<p>The full schema: <a href="/openapi.json">/openapi.json</a></p>')
+
+
 def create_app(run_dir: str | Path | None = None, *, bundle: Bundle | None = None,
                search: str = "auto", threads: int | None = None,
                max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
@@ -129,11 +189,19 @@ def create_app(run_dir: str | Path | None = None, *, bundle: Bundle | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if getattr(app.state, "bundle", None) is None:
-            app.state.bundle = load_bundle(run_dir, search=search, threads=threads)
+            app.state.bundle = _load_logged(run_dir, search, threads)
         yield
 
-    app = FastAPI(title="genrec", version=__version__, lifespan=lifespan, docs_url=None,
-                  redoc_url=None, description=__doc__.split("\n\n")[0])
+    about = dict(title="genrec", version=__version__, lifespan=lifespan,
+                 description=__doc__.split("\n\n")[0])
+    if FastAPIOffline is not None:  # /docs, its assets under /static-offline-docs
+        app = FastAPIOffline(redoc_url=None, **about)
+    else:
+        app = FastAPI(docs_url=None, redoc_url=None, **about)
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs() -> HTMLResponse:
+            return _routes_page(app)
     app.state.bundle = bundle
     app.state.metrics = metrics = Metrics()
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
@@ -208,7 +276,7 @@ def create_app(run_dir: str | Path | None = None, *, bundle: Bundle | None = Non
         return Health(status="ok", model=b.model_name, dataset=b.run.dataset.name,
                       n_users=b.known.shape[0], n_items=b.n_items, search=b.search_index.name,
                       search_vectors=b.search_index.source, similar=b.similar_source,
-                      load_seconds=b.load_seconds)
+                      load_seconds=b.load_seconds, **_examples(b))
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics_text() -> str:

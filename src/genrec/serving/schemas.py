@@ -1,16 +1,17 @@
 """Request and response bodies of the HTTP API (pydantic 2); they are the OpenAPI schema too.
 
 Limits are part of the schema, so a request outside them is a 422 before any model runs:
-``k`` in 1..MAX_K, at most MAX_HISTORY history items and MAX_EXCLUDE excluded items, ids of at
-most MAX_ID_LENGTH characters, unknown fields rejected.
+``k`` in 1..MAX_K (a JSON integer: ``true`` or ``"10"`` is refused), at most MAX_HISTORY history
+items and MAX_EXCLUDE excluded items, ids of at most MAX_ID_LENGTH characters, unknown fields
+rejected. Ids may be sent as JSON integers (MovieLens ids are numbers): ``50`` is read as ``"50"``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints,
+                      field_validator, model_validator)
 
 __all__ = ["MAX_K", "MAX_HISTORY", "MAX_EXCLUDE", "MAX_ID_LENGTH", "MAX_QUERY_LENGTH",
            "RecommendRequest", "ItemRef", "ScoredItem", "RecommendResponse", "SimilarResponse",
@@ -23,6 +24,15 @@ MAX_ID_LENGTH = 200
 MAX_QUERY_LENGTH = 500
 
 
+def _integer_as_text(value: object) -> object:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+IdText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+# a raw id: a string, or a JSON integer read as its decimal text (50 -> "50"); the schema says both
+RawId = Annotated[IdText, BeforeValidator(_integer_as_text, json_schema_input_type=IdText | int)]
+
+
 class RecommendRequest(BaseModel):
     """Exactly one of ``user_id`` (a known user) or ``history`` (raw item ids, oldest first).
 
@@ -33,14 +43,14 @@ class RecommendRequest(BaseModel):
         "oneOf": [{"required": ["user_id"]}, {"required": ["history"]}],
         "examples": [{"history": ["item-1", "item-2"], "k": 10}, {"user_id": "42", "k": 5}]})
 
-    # "| SkipJsonSchema[None]": absent is allowed, an explicit null is not (see _no_nulls)
-    user_id: str | SkipJsonSchema[None] = Field(None, min_length=1, max_length=MAX_ID_LENGTH,
-                                                description="raw user id from the training data")
-    history: list[str] | SkipJsonSchema[None] = Field(
+    # None only as the default (defaults are not validated), so the field is absent; an explicit
+    # null is refused by _no_nulls. Not "RawId | None": a union reports one error per member.
+    user_id: RawId = Field(None, description="raw user id from the training data")
+    history: list[RawId] = Field(
         None, max_length=MAX_HISTORY, description="raw item ids, oldest first; [] = no history")
-    k: int = Field(10, ge=1, le=MAX_K, description="how many items to return")
-    exclude: list[str] = Field([], max_length=MAX_EXCLUDE,
-                               description="raw item ids never to return")
+    k: int = Field(10, ge=1, le=MAX_K, strict=True, description="how many items to return")
+    exclude: list[RawId] = Field([], max_length=MAX_EXCLUDE,
+                                 description="raw item ids never to return")
     fallback: Literal["popular"] | None = Field(
         None, description="'popular': serve an unknown user the most popular items")
 
@@ -112,6 +122,9 @@ class Health(BaseModel):
     search_vectors: str = Field(description="where the search index's item vectors came from")
     similar: str = Field(description="the item-item relation of /similar")
     load_seconds: float
+    example_user_id: str | None = Field(None, description="a known user id (the first one)")
+    example_title: str | None = Field(
+        None, description="the most popular item's title (None when items have no titles)")
 
 
 class ErrorBody(BaseModel):
