@@ -1,11 +1,16 @@
-"""Append one result row to a markdown table in BENCHMARKS.md.
+"""Record one benchmark result: append it to benchmarks/results/ and re-render BENCHMARKS.md.
 
-Each table lives under its own ``## <table>`` heading. ``record`` finds the heading (creating
-heading and header row when missing), appends the row after the table's last row, and fills in
-what every benchmark row must say: the machine, the UTC date and the exact command.
+Each table of BENCHMARKS.md has its JSON-lines file, ``benchmarks/results/<slug of table>.jsonl``
+(format: ``_results.py``). ``record`` appends one row with what every benchmark row must say:
+the machine, the UTC date, the exact command, the git commit (``-dirty`` when tracked files
+differ from it) and the load average; then ``render.py`` rewrites BENCHMARKS.md and README.md's
+headline block from all records. Nothing already recorded is changed.
 
     record("Ingestion at scale", {"dataset": "ml-32m-synth", "protocol": "read->build->save",
                                   "metrics": "...", "wall time": "41.2 s", "peak memory": "2.1 GB"})
+
+``path`` is the BENCHMARKS.md to render; its records live in ``benchmarks/results`` beside it,
+so a benchmark pointed at another file (``--out /tmp/b.md``) keeps its records apart.
 """
 
 from __future__ import annotations
@@ -13,14 +18,24 @@ from __future__ import annotations
 import fcntl
 import os
 import shlex
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["record", "machine", "COLUMNS"]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import (append_record, read_jsonl, results_dir, row_record,  # noqa: E402
+                      section_record, slug)
+
+__all__ = ["record", "reset_table", "machine", "git_commit", "COLUMNS"]
 
 COLUMNS = ["dataset", "protocol", "metrics", "wall time", "peak memory", "machine",
            "date (UTC)", "command"]
+REPO = Path(__file__).resolve().parents[1]
+# What recording itself writes: a change there does not make the tree dirty.
+OUTPUTS = ("BENCHMARKS.md", "README.md", "benchmarks/results")
 
 
 def machine() -> str:
@@ -41,101 +56,101 @@ def machine() -> str:
     return f"{cores} cores ({model}){ram}"
 
 
+def git_commit(repo: Path = REPO) -> str:
+    """``git rev-parse --short HEAD`` of ``repo``, plus '-dirty' when a tracked file other than
+    OUTPUTS differs from it; 'unknown' outside a git checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    try:
+        head = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                    *(f":(exclude){p}" for p in OUTPUTS))
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("-dirty" if dirty else "")
+
+
 def _python() -> str:
     """The interpreter as typed from the repo root (.venv/bin/python), else its full path."""
     exe = Path(sys.executable)
     return str(exe.relative_to(Path.cwd())) if exe.is_relative_to(Path.cwd()) else str(exe)
 
 
-def _cell(value: object) -> str:
-    return str(value).replace("|", "\\|").replace("\n", " ").strip() or "–"
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime())
 
 
-def _split_row(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
+def _command() -> str:
+    return shlex.join([_python(), *sys.argv])
 
 
-def record(table: str, row: dict, path: str | Path = "BENCHMARKS.md") -> Path:
-    """Append ``row`` to the table under ``## table`` in ``path``; returns ``path``.
+@contextmanager
+def _locked(markdown: Path):
+    """Hold ``markdown``'s lock: several benchmarks may finish at the same time, and each one's
+    append + render must see the others' records."""
+    markdown.parent.mkdir(parents=True, exist_ok=True)
+    with markdown.open("a", encoding="utf-8") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
 
-    ``machine``, ``date (UTC)`` and ``command`` are filled in unless ``row`` gives them. A new
-    table gets COLUMNS plus any other keys of ``row``; an existing table keeps its header, and a
-    key it lacks is an error (so a typo never silently drops a number).
+
+def _columns(path: Path) -> list[str] | None:
+    """The column order of the newest ``section`` record in ``path`` (None: no section yet)."""
+    heads = [r for r in read_jsonl(path) if r["kind"] == "section"]
+    return heads[-1]["columns"] if heads else None
+
+
+def _render(markdown: Path) -> None:
+    from render import write
+
+    write(markdown)
+
+
+def record(table: str, row: dict, path: str | Path = REPO / "BENCHMARKS.md", *,
+           metrics: dict[str, float] | None = None) -> Path:
+    """Append ``row`` to the records of table ``table`` and re-render ``path``; returns ``path``.
+
+    ``machine``, ``date (UTC)`` and ``command`` are filled in unless ``row`` gives them;
+    ``metrics`` adds numbers to those parsed from the cells. A new table gets COLUMNS plus any
+    other keys of ``row``; an existing one keeps its columns, and a key it lacks is an error
+    (so a typo never silently drops a number).
     """
     path = Path(path)
-    row = {
-        "machine": machine(),
-        "date (UTC)": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
-        "command": shlex.join([_python(), *sys.argv]),
-        **row,
-    }
-    heading = f"## {table}"
-    path.touch(exist_ok=True)
-    with path.open("r+", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # several benchmarks may finish at the same time
-        lines = fh.read().splitlines()
-        if heading not in lines:
-            header = COLUMNS + [k for k in row if k not in COLUMNS]
-            if not lines:
-                lines = ["# Benchmarks", ""]
-            while lines and not lines[-1].strip():
-                lines.pop()
-            lines += ["", heading, "", _table_line(header), "|" + "---|" * len(header)]
-            at = len(lines)
-        else:
-            start = lines.index(heading) + 1
-            end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")),
-                       len(lines))
-            rows = [i for i in range(start, end) if lines[i].lstrip().startswith("|")]
-            if rows:
-                header = _split_row(lines[rows[0]])
-                at = rows[-1] + 1
-            else:  # heading with prose but no table yet
-                header = COLUMNS + [k for k in row if k not in COLUMNS]
-                new = ["", _table_line(header), "|" + "---|" * len(header)]
-                new += [""] if end < len(lines) else []  # keep a blank line before the next heading
-                lines[end:end] = new
-                at = end + 3
-        unknown = [k for k in row if k not in header]
+    row = {"machine": machine(), "date (UTC)": _now(), "command": _command(), **row}
+    target = results_dir(path) / f"{slug(table)}.jsonl"
+    with _locked(path):
+        columns = _columns(target)
+        if columns is None:
+            columns = COLUMNS + [k for k in row if k not in COLUMNS]
+            append_record(target, section_record(table, "", columns, reset=False,
+                                                 commit=git_commit(), date=row["date (UTC)"],
+                                                 command=row["command"]))
+        unknown = [k for k in row if k not in columns]
         if unknown:
-            raise ValueError(f"{path} table {table!r} has columns {header}; the row also has "
+            raise ValueError(f"{target} table {table!r} has columns {columns}; the row also has "
                              f"{unknown}: add the column to the table or rename the key")
-        lines.insert(at, _table_line([row.get(c, "–") for c in header]))
-        fh.seek(0)
-        fh.write("\n".join(lines) + "\n")
-        fh.truncate()
+        append_record(target, row_record(
+            table, row, commit=git_commit(), load=[round(x, 2) for x in os.getloadavg()],
+            metrics=metrics, machine=machine(), command=_command()))
+        _render(path)
     return path
-
-
-def _table_line(cells: list) -> str:
-    return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
 def reset_table(path: str | Path, title: str, intro: str, header: list[str],
                 append: bool = False) -> None:
-    """Write the section ``## title`` with its paragraph and header row, replacing the old section
-    where it stands (its rows go), or adding it at the end; ``append`` keeps an existing one's
-    header and rows and only brings its paragraph up to date."""
-    path, heading = Path(path), f"## {title}"
-    path.touch(exist_ok=True)
-    with path.open("r+", encoding="utf-8") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)  # record() takes the same lock
-        lines = fh.read().splitlines() or ["# Benchmarks"]
-        section = [heading, "", intro, "", "| " + " | ".join(header) + " |",
-                   "|" + "---|" * len(header)]
-        if heading not in lines:
-            while lines and not lines[-1].strip():
-                lines.pop()
-            lines += ["", *section]
-        else:
-            start = lines.index(heading)
-            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
-                       len(lines))
-            table = next((i for i in range(start + 1, end) if lines[i].startswith("| ")), None)
-            if append and table is not None:
-                lines[start + 1:table] = ["", intro, ""]
-            else:
-                lines[start:end] = section + ([""] if end < len(lines) else [])
-        fh.seek(0)
-        fh.write("\n".join(lines) + "\n")
-        fh.truncate()
+    """(Re)start table ``title``: record its paragraph and columns, and re-render ``path``.
+
+    Without ``append`` the table starts empty: the rows recorded so far stay in the JSONL as
+    history but are no longer shown (the benchmark regenerates them). ``append`` keeps showing
+    them and an existing table's columns, and only brings the paragraph up to date.
+    """
+    path = Path(path)
+    target = results_dir(path) / f"{slug(title)}.jsonl"
+    with _locked(path):
+        columns = (_columns(target) if append else None) or header
+        append_record(target, section_record(title, intro, columns, reset=not append,
+                                             commit=git_commit(), date=_now(),
+                                             command=_command()))
+        _render(path)
