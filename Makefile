@@ -28,7 +28,9 @@ browser:
 	  && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium could not be installed: the browser test will be skipped"; }
 
+# Layer contracts first (pyproject.toml [tool.importlinter]): a back-import fails in a second.
 test: setup browser
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

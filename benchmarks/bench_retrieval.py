@@ -19,7 +19,7 @@
             HR@50/100/200 of every channel alone and of the merged list, with each channel's
             share of the merged slots and of its hits at N = 100.
     ablation "Ablation — LightGCN text fusion (ML-100k)" (also "(ml-latest-small)", "(Amazon
-            Beauty)")  ``genrec.evaluation.ablation`` over fusion none / sum / concat x user /
+            Beauty)")  ``genrec.ablation`` over fusion none / sum / concat x user /
             item text on-off on P3 (ratio 8:1:1): the 7 distinct configurations (fusion=none
             ignores the flags; sum/concat need one side on), once per dataset of ``--datasets``
             (comma list, default ml-100k; supported: ml-100k, ml-latest-small, amazon-beauty),
@@ -261,9 +261,9 @@ def ablation_root(dataset: str) -> Path:
 
 
 def bench_ablation(out: Path, dataset: str = "ml-100k") -> None:
-    """The LightGCN semantic-fusion ablation on ``dataset`` through genrec.evaluation.ablation
+    """The LightGCN semantic-fusion ablation on ``dataset`` through genrec.ablation
     (resumable), then its table rows with the cold slices (``bench_ablation_slices``)."""
-    from genrec.evaluation.ablation import parse_grid, run_ablation
+    from genrec.ablation import parse_grid, run_ablation
 
     ensure_vectors(dataset, ABLATION_DATASETS[dataset][2], CONTENT, THREADS)
     res = run_ablation(None, parse_grid(LGCN_GRID), ablation_root(dataset),

@@ -111,13 +111,13 @@ def _evaluate_both(run: Any, stage: str, ks: tuple[int, ...],
     import scipy.sparse as sp
 
     from genrec.evaluation import evaluate
-    from genrec.runs import _scorer
+    from genrec.runs import scorer
 
     split = run.split
     targets, history = split.targets(stage), split.history(stage)
     empty = sp.csr_matrix(history.shape, dtype=np.float32)
     users = np.flatnonzero(np.diff(targets.indptr) > 0)
-    score = _scorer(run, stage)
+    score = scorer(run, stage)
     chunk = max(1, min(512, (1 << 23) // history.shape[1]))  # one evaluate chunk per call
     views = [("masked", history, None), ("unmasked", empty, None),
              *((name, history, p) for name, p in (penalties or {}).items())]
@@ -229,18 +229,9 @@ def calibration_worker(spec_path: Path, out_path: Path) -> None:
 
 def _build_model(cfg: Any, ds: Any, split: Any) -> Any:
     """The model as ``genrec.runs.train`` builds it: seeded, with content vectors when asked."""
-    import torch
+    from genrec.runs import build_model
 
-    from genrec import runs
-
-    item_repr, spec = runs._content_spec(cfg) if hasattr(runs, "_content_spec") else ("id", "")
-    vectors = runs.content_vectors(ds, spec) if item_repr != "id" else None
-    torch.manual_seed(cfg.train.seed)  # the initial weights
-    model = runs._build_model(cfg, ds.n_items, vectors[2]["dim"] if vectors else 0)
-    if vectors is not None:
-        runs.set_content(model, torch.from_numpy(vectors[0]), torch.from_numpy(vectors[1]), split)
-    runs.set_item_counts(model, split)
-    return model
+    return build_model(cfg, ds, split)[0]
 
 
 def worker(spec_path: Path, out_path: Path) -> None:
@@ -533,7 +524,7 @@ def section_speed(record_rows: bool, n_batches: int = 30, n_users: int = 2048) -
     from genrec.data.batches import train_batches
     from genrec.data.prepare import load_dataset
     from genrec.data.splits import make_split
-    from genrec.runs import Run, _scorer, make_config
+    from genrec.runs import Run, make_config, scorer
 
     torch.set_num_threads(1)
     rows = []
@@ -561,7 +552,7 @@ def section_speed(record_rows: bool, n_batches: int = 30, n_users: int = 2048) -
             opt.step()
             seqs += len(batch) if i >= 3 else 0
         train_wall, train_cpu = time.perf_counter() - marks["t"], _cpu() - marks["cpu"]
-        score = _scorer(Run(cfg, model, ds, split), "test")
+        score = scorer(Run(cfg, model, ds, split), "test")
         users = np.arange(min(n_users, split.n_users))
         t, c = time.perf_counter(), _cpu()
         for lo in range(0, len(users), 512):

@@ -37,15 +37,14 @@ sys.path.insert(0, str(_REPO / "benchmarks"))
 
 from _record import record  # noqa: E402
 
-from genrec.config import from_dict  # noqa: E402
-from genrec.data.batches import eval_batch, n_train_batches, train_batches, user_sequences  # noqa: E402
+from genrec.data.batches import eval_batch, n_train_batches, train_batches  # noqa: E402
 from genrec.data.prepare import load_dataset  # noqa: E402
 from genrec.data.splits import make_split  # noqa: E402
 from genrec.evaluation import evaluate  # noqa: E402
-from genrec.models.tiger import TIGER, TIGERConfig  # noqa: E402
-from genrec.runs import Run, evaluate_run, make_config, save_run  # noqa: E402
+from genrec.models.tiger import TIGER  # noqa: E402
+from genrec.runs import Run, build_model, evaluate_run, make_config, save_run, scorer  # noqa: E402
 from genrec.semantic_ids.store import (build_semantic_ids, default_name,  # noqa: E402
-                                       semantic_ids_for_run, semantic_ids_path)
+                                       semantic_ids_path)
 from genrec.training.trainer import TrainConfig, fit  # noqa: E402
 
 TABLE_IDS = "Semantic IDs"
@@ -88,22 +87,6 @@ def ensure_vectors(ds, vectors: str, fields: list[str]) -> tuple[str, float]:
         log(f"embedding {ds.n_items:,} items with {vectors} ({', '.join(fields)})")
         embed_items(ds, make_encoder(vectors), fields=fields, name=vectors)
     return vectors, time.perf_counter() - t0
-
-
-def scorer(model: TIGER, split, stage: str):
-    """score(users) in length-sorted sub-batches (what genrec.runs does for sequence models)."""
-    lengths = user_sequences(split, stage).lengths()
-
-    def score(users: np.ndarray) -> torch.Tensor:
-        order = np.argsort(lengths[users], kind="stable")
-        out = torch.empty(len(users), model.config.n_items + 1)
-        for lo in range(0, len(users), 256):
-            rows = order[lo:lo + 256]
-            out[torch.from_numpy(rows)] = model.score(eval_batch(split, stage, users[rows],
-                                                                 model.config.max_len))
-        return out
-
-    return score
 
 
 def invalid_rate(model: TIGER, split, users: np.ndarray, k: int) -> dict[str, float]:
@@ -174,7 +157,6 @@ def main() -> None:
     if args.ids_only:
         return
 
-    codes, sid_info = semantic_ids_for_run(ds, name)
     sets = [f"data.name={ds.path}", f"params.semantic_ids={name}", f"params.beam_size={args.beam}",
             *args.set]
     cfg = make_config("tiger", sets)
@@ -182,10 +164,8 @@ def main() -> None:
                        patience=args.patience, max_minutes=args.minutes, threads=args.threads,
                        seed=cfg.train.seed)
     cfg.train = tcfg
-    torch.manual_seed(tcfg.seed)
-    model = TIGER(from_dict(TIGERConfig, {**cfg.params, "n_items": ds.n_items,
-                                          "id_sizes": sid_info["sizes"]}))
-    model.set_semantic_ids(torch.from_numpy(codes))
+    model, built = build_model(cfg, ds, split)  # seeded by train.seed, semantic IDs given
+    sid_info = built["semantic_ids"]
     n_params = sum(p.numel() for p in model.parameters())
     run = Run(cfg, model, ds, split)
     c = model.config
@@ -208,7 +188,7 @@ def main() -> None:
     ks = tuple(k for k in (5, 10, 20) if k <= args.beam)
 
     def validate() -> dict[str, float]:
-        return evaluate(scorer(model, split, "valid"), split.history("valid"),
+        return evaluate(scorer(run, "valid"), split.history("valid"),
                         split.targets("valid"), ks=ks, users=valid_users).metrics
 
     out = args.out or _REPO / "runs" / "bench" / f"tiger_{ds.name}_{name}"

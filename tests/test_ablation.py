@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from genrec.ablation import expand_grid, grid_keys, parse_grid, run_ablation
 from genrec.cli import ablate as ablate_cli
 from genrec.config import ConfigError
-from genrec.evaluation.ablation import expand_grid, grid_keys, parse_grid, run_ablation
 from tests.training.test_trainer import planted_dataset
 
 BASE = ["eval.ks=[5,10]", "train.threads=1"]
@@ -135,7 +135,7 @@ def test_cli_runs_a_grid_from_a_model_name(data, tmp_path):
 
 
 def test_without_validation_nothing_is_selected(tmp_path):
-    from genrec.evaluation.ablation import AblationResult, AblationRow, write_outputs
+    from genrec.ablation import AblationResult, AblationRow, write_outputs
     from genrec.runs import make_config
 
     rows = [AblationRow(f"k-{k}", {"params.k": str(k)}, tmp_path / f"k-{k}", {},

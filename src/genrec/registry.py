@@ -1,6 +1,9 @@
 """One explicit table: model name -> (module, model class, config class), imported lazily.
 
-Adding a model is one line here plus its own file under ``genrec.models``.
+Adding a model of an existing input kind is one line here plus its own file under
+``genrec.models``, whose class declares the kind (``kind = "sequence"``); the adapter of each
+kind is found through ``genrec.runs.kinds.KINDS`` (a new kind: one adapter file and one line
+there).
 """
 
 from __future__ import annotations

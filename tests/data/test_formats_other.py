@@ -211,7 +211,7 @@ def test_real_goodbooks_v1(shared_data) -> None:
     assert raw.info["timestamp"] == "none"
     ds = build_dataset(raw, "goodbooks-10k")
     assert ds.meta["counts_raw"] == {"interactions": 981_756, "users": 53_424, "items": 10_000,
-                                     "duplicates_dropped": 2_278}
+                                     "duplicates_dropped": 2_278, "rows_without_id_dropped": 0}
     assert (ds.interactions.height, ds.n_users, ds.n_items) == (979_478, 53_424, 10_000)
     book = ds.items.filter(pl.col("item_id") == "1").row(0, named=True)
     assert book["title"] == "The Hunger Games (The Hunger Games, #1)"

@@ -1,6 +1,6 @@
 """BPR-MF conformance (finite loss with gradients, score shape, PAD, save -> load), the loss by
-hand, a planted block pattern learned through ``genrec.runs.train``, and the popularity fallback
-(with its flag) for users without training items."""
+hand, a planted block pattern learned through ``genrec.runs.train``, and, for users without
+training items, the popularity fallback of evaluation and the fold-in of ``recommend``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from genrec.data.batches import PairBatch
 from genrec.data.formats import RawData
 from genrec.data.ingest import build_dataset
 from genrec.models.bpr import BPR, BPRConfig
-from genrec.runs import _scorer, evaluate_run, load_run, make_config, recommend, train
+from genrec.runs import evaluate_run, load_run, make_config, recommend, scorer, train
 
 N_USERS, N_ITEMS = 6, 12
 
@@ -109,7 +109,7 @@ def test_runs_train_learns_the_planted_blocks_then_reloads(tmp_path, negatives):
     assert evaluate_run(again, "test").metrics["HR@10"] == pytest.approx(test["HR@10"])
 
 
-def test_users_without_training_items_get_popularity_with_a_flag(tmp_path):
+def test_users_without_training_items_get_popularity_in_evaluation(tmp_path):
     ds = block_dataset(n_blocks=2, users_per_block=6, late_users=3)
     ds.save(tmp_path / "blocks")
     # temporal: the last 6 of the 102 rows (by time) are test: exactly the late users' rows
@@ -121,9 +121,12 @@ def test_users_without_training_items_get_popularity_with_a_flag(tmp_path):
     assert cold["n_users_without_train_items"] == 3
     assert cold["n_test_users_without_train_items"] == 3 and "popularity" in cold["fallback"]
     late = np.array([ds.user_index(f"late{k}") for k in range(3)])
-    scores = _scorer(run, "test")(late).numpy()
+    scores = scorer(run, "test")(late).numpy()
     counts = np.asarray(run.split.train_matrix().sum(axis=0)).ravel()
     assert np.array_equal(scores[:, 1:], np.tile(counts[1:], (3, 1)))
     assert (scores[:, 0] == -np.inf).all()
-    assert recommend(run, "late0", k=3)["fallback"] == "popular"
+    # serving (CLI as HTTP) folds in what they are known to have done: their test items
+    folded = recommend(run, "late0", k=3)
+    assert folded["fallback"] is None
+    assert [it["score"] for it in folded["items"]] != sorted(counts[1:], reverse=True)[:3]
     assert recommend(run, "u0_0", k=3)["fallback"] is None  # a user the model knows

@@ -70,7 +70,8 @@ def test_save_load_round_trip_gives_identical_scores(trained, tmp_path):
     ranker, _, _ = trained
     target = tmp_path / "ranker"
     target.mkdir()
-    (target / "stale.txt").write_text("an older ranker")  # replaced whole
+    (target / "ranker.json").write_text("{}")  # an older ranker: replaced whole
+    (target / "stale.txt").write_text("part of the older ranker")
     ranker.save(target)
     assert sorted(p.name for p in target.iterdir()) == ["model", "ranker.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["ranker"]  # no temporary left behind

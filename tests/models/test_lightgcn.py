@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import genrec.models.lightgcn as lg
-import genrec.training.losses as losses
+import genrec.models._losses as losses
 from genrec.data.batches import PairBatch
 from genrec.features.store import save_vectors
 from genrec.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency, propagate

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genrec.training.losses import (bce, cross_entropy, in_batch_negatives, infonce,
+from genrec.models._losses import (bce, cross_entropy, in_batch_negatives, infonce,
                                     sampled_logits, sampled_softmax, sequence_loss)
 
 # item table: row 0 = PAD (must never count), items 1..3

@@ -12,9 +12,9 @@ from typing import List, Optional
 
 import typer
 
+from genrec.ablation import parse_grid, run_ablation
 from genrec.cli._common import console, metrics_table
 from genrec.config import ConfigError
-from genrec.evaluation.ablation import parse_grid, run_ablation
 from genrec.registry import MODELS
 
 

@@ -47,8 +47,8 @@ def items_cmd(
 ) -> None:
     """Encode every item and write <dataset>/item_vectors/<name>.parquet."""
     from genrec.data.prepare import load_dataset
-    from genrec.features import EncoderOptions, embed_items, make_encoder, read_meta
-    from genrec.features._http import RetryPolicy
+    from genrec.features import (EncoderOptions, RetryPolicy, embed_items, make_encoder,
+                                 read_meta)
 
     check_device(device, "--device")
     options = EncoderOptions(batch_size=batch_size, device=device, dtype=dtype, threads=threads,
@@ -83,7 +83,7 @@ def enrich_cmd(
 ) -> None:
     """Fetch per-item JSON from an HTTP API and merge chosen fields into items.parquet."""
     from genrec.data.prepare import load_dataset
-    from genrec.features._http import RetryPolicy
+    from genrec.features import RetryPolicy
     from genrec.features.enrich import enrich_items
 
     result = enrich_items(load_dataset(name), api, _split(fields) or [], id_column=id_column,

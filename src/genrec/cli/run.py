@@ -17,9 +17,8 @@ from genrec.cli._common import console, metrics_by_k, metrics_table, refuse_exis
 from genrec.config import ConfigError
 from genrec.data.dataset import DataError
 from genrec.data.prepare import load_dataset
-from genrec.registry import model_classes
-from genrec.runs import (check_run_out, evaluate_run, load_run, make_config, recommend,
-                         recommend_all, train)
+from genrec.runs import (check_run_out, evaluate_run, load_run, make_config, model_kind,
+                         recommend, recommend_all, train)
 from genrec.training.distributed import launch
 
 SHOWN = ["HR@10", "NDCG@10", "Recall@20", "NDCG@20", "MRR@10", "AUC"]
@@ -49,7 +48,7 @@ def train_cmd(
         raise DataError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist (found in "
                         f"{out}: {', '.join(found) or 'nothing'}); train without --resume first")
     if nproc > 1:
-        if not hasattr(model_classes(cfg.model)[0], "loss"):
+        if not model_kind(cfg.model).trains:
             raise ConfigError(f"--nproc trains gradient models with DDP; {cfg.model!r} is fitted "
                               f"in closed form, so run it without --nproc")
         load_dataset(cfg.data.name, cfg.data.filters())  # prepared once here; workers only read

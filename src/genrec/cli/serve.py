@@ -21,7 +21,8 @@ def serve_cmd(
 
     from genrec.serving.app import create_app
     from genrec.serving.bundle import check_run_dir
-    from genrec.serving.search import ENCODERS, is_search_run
+    from genrec.retrieval.text import ENCODERS
+    from genrec.serving.search import is_search_run
 
     check_run_dir(run_dir)  # a wrong directory is a clear error now, not a traceback at startup
     if search not in ENCODERS and not is_search_run(search):
@@ -29,6 +30,10 @@ def serve_cmd(
                                  f"directory of `genrec search train`",
                                  param_hint="--search")
     _check_bind(host, port)  # before the (possibly long) load, not after it
+    import logging
+
+    logging.basicConfig(format="%(levelname)s:     %(message)s")  # genrec's start-up steps
+    logging.getLogger("genrec").setLevel(logging.INFO)
     app = create_app(run_dir, search=search, threads=threads)  # the bundle loads at startup
     typer.echo(f"loading {run_dir} (model, dataset, search index); then serving on "
                f"http://{host}:{port}/ (API docs: /docs)")

@@ -13,8 +13,9 @@ Heavy libraries (torch, sentence-transformers, scikit-learn, open_clip) load onl
 encoder needs them.
 """
 
+from genrec.features._http import RetryPolicy
 from genrec.features.embed import EncoderOptions, embed_items, make_encoder
 from genrec.features.store import load_vectors, read_meta, save_vectors
 
-__all__ = ["EncoderOptions", "embed_items", "make_encoder", "load_vectors", "read_meta",
-           "save_vectors"]
+__all__ = ["EncoderOptions", "RetryPolicy", "embed_items", "make_encoder", "load_vectors",
+           "read_meta", "save_vectors"]

@@ -18,7 +18,7 @@ embedding alone. In ``content`` mode they all share proj(0), one learned "unknow
 so they are indistinguishable from each other (give them vectors to tell them apart).
 
 ``CountPrior`` holds tau * log(1 + n) per item, the logit adjustment a sequence model's loss adds
-in training when its config sets ``logit_adjust = tau`` (see ``genrec.training.losses``): the
+in training when its config sets ``logit_adjust = tau`` (see ``genrec.models._losses``): the
 softmax explains popularity with this fixed term, so the scores the model ranks with place rare
 items higher. Filled by ``set_counts`` (the builder passes the split's training counts).
 

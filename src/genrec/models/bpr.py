@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -56,7 +57,7 @@ def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
 
 
 class BPR(nn.Module):
-    input_kind = "pairs"  # runs/trainer feed it genrec.data.batches.PairBatch
+    kind = "pairs"  # fed PairBatch triples (genrec.runs.kinds.pairs)
 
     def __init__(self, config: BPRConfig) -> None:
         super().__init__()
@@ -66,6 +67,10 @@ class BPR(nn.Module):
                              f"{config.n_items}; the run builder fills them from the data")
         self.config = c = config
         self.user_emb, self.item_emb = id_embeddings(c.n_users, c.n_items, c.dim, c.init_std)
+
+    def set_graph(self, interactions: Any) -> None:
+        """The training interactions, which the pairs kind gives every pair model; BPR scores
+        from its embeddings alone, so it keeps nothing."""
 
     def loss(self, batch: PairBatch) -> torch.Tensor:
         """BPR loss of the batch's (user, positive, negative) triples plus the L2 term."""

@@ -79,6 +79,8 @@ def _inverse_in_place(g: np.ndarray, block: int = 2048) -> np.ndarray:
 
 
 class EASE:
+    kind = "matrix"  # fitted in closed form (genrec.runs.kinds.matrix)
+
     def __init__(self, config: EASEConfig) -> None:
         config.validate()
         self.config = config

@@ -36,7 +36,7 @@ from torch import nn
 from genrec.data.batches import SeqBatch
 from genrec.models._layers import (ContentItems, CountPrior, check_item_repr,
                                    check_logit_adjust)
-from genrec.training import losses
+from genrec.models import _losses as losses
 
 __all__ = ["HSTUConfig", "HSTU", "time_buckets", "hstu_attention", "hstu_attention_reference"]
 
@@ -163,7 +163,7 @@ class HSTUBlock(nn.Module):
 
 
 class HSTU(nn.Module):
-    input_kind = "sequence"
+    kind = "sequence"  # fed SeqBatch histories (genrec.runs.kinds.sequence)
 
     def __init__(self, config: HSTUConfig) -> None:
         super().__init__()

@@ -82,6 +82,8 @@ def item_similarity(x: sp.csr_matrix, k: int, shrink: float, alpha: float,
 
 
 class ItemCF:
+    kind = "matrix"  # fitted in closed form (genrec.runs.kinds.matrix)
+
     def __init__(self, config: ItemCFConfig) -> None:
         config.validate()
         self.config = config

@@ -15,7 +15,7 @@ without text (``item_semantic`` / ``user_semantic`` False) adds zeros. Fallback:
 a vector, or a user none of whose training items has one, gets a zero text part, i.e. its ID
 embedding alone (``genrec.runs`` counts such items in run.json).
 NOTE option: ``loss = "sampled"`` replaces BPR's one negative per positive by a sampled softmax
-over ``n_negatives`` uniform items shared by the batch (``training.losses``: dot-product logits /
+over ``n_negatives`` uniform items shared by the batch (``models._losses``: dot-product logits /
 ``temperature``, a negative equal to the row's positive masked), ``loss = "infonce"`` by the same
 softmax over cosine similarities / ``temperature`` (scores are then cosines too, the geometry the
 loss trained); both keep the L2 term on the users' and positives' ego embeddings. Not the paper's
@@ -47,7 +47,7 @@ from torch import nn
 from genrec.data.batches import NEGATIVES, PairBatch
 from genrec.models._layers import ContentItems, fold_in_scores, id_embeddings
 from genrec.models._sparse import binary_matrix
-from genrec.training.losses import sequence_loss
+from genrec.models._losses import sequence_loss
 
 __all__ = ["LightGCNConfig", "LightGCN", "FUSIONS", "FUSION_STAGES", "PAIR_LOSSES",
            "normalized_adjacency", "propagate"]
@@ -153,7 +153,7 @@ def propagate(adj: torch.Tensor, ego: torch.Tensor, n_layers: int) -> torch.Tens
 
 
 class LightGCN(nn.Module):
-    input_kind = "pairs"  # runs/trainer feed it genrec.data.batches.PairBatch
+    kind = "pairs"  # fed PairBatch triples (genrec.runs.kinds.pairs)
 
     def __init__(self, config: LightGCNConfig) -> None:
         super().__init__()

@@ -34,6 +34,8 @@ class PopularityConfig:
 
 
 class Popularity:
+    kind = "matrix"  # fitted in closed form (genrec.runs.kinds.matrix)
+
     def __init__(self, config: PopularityConfig) -> None:
         config.validate()
         self.config = config

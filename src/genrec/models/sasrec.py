@@ -4,7 +4,7 @@ Paper: Kang & McAuley, "Self-Attentive Sequential Recommendation" (ICDM 2018). L
 positions, causal attention blocks, the item embedding shared between input and output, PAD masked.
 NOTE deviations: pre-LN blocks (LayerNorm before attention/FFN on the whole residual stream, plus a
 final LayerNorm; the paper's code normalises only the queries) with a 4*D GELU feed-forward
-(the paper: D -> D ReLU); the loss is configurable (``training.losses``: full softmax CE by
+(the paper: D -> D ReLU); the loss is configurable (``models._losses``: full softmax CE by
 default, which beats the paper's BCE with one negative in later re-evaluations); history items
 are not excluded from BCE negatives. Positions count from the right: batches are left-padded,
 so the most recent item always has position max_len - 1. The token-wise layers (LayerNorm,
@@ -32,7 +32,7 @@ from torch import nn
 from genrec.data.batches import SeqBatch
 from genrec.models._layers import (ContentItems, CountPrior, check_item_repr,
                                    check_logit_adjust)
-from genrec.training.losses import LOSSES, sequence_loss
+from genrec.models._losses import LOSSES, sequence_loss
 
 __all__ = ["SASRecConfig", "SASRec"]
 
@@ -45,7 +45,7 @@ class SASRecConfig:
     n_layers: int = 2         # attention blocks
     n_heads: int = 1          # H: attention heads (dim must divide by it)
     dropout: float = 0.2      # on embeddings, attention weights and residual branches
-    loss: str = "ce"          # ce | sampled | bce | infonce (see genrec.training.losses)
+    loss: str = "ce"          # ce | sampled | bce | infonce (see genrec.models._losses)
     n_negatives: int = 128    # sampled / infonce: uniform negatives shared by the batch
     temperature: float = 1.0  # logits / temperature (infonce: cosine / temperature, HSTU 0.05)
     negatives: str = "uniform"  # sampled / infonce: uniform | in_batch
@@ -109,7 +109,7 @@ class Block(nn.Module):
 
 
 class SASRec(nn.Module):
-    input_kind = "sequence"  # runs/trainer feed it genrec.data.batches.SeqBatch
+    kind = "sequence"  # fed SeqBatch histories (genrec.runs.kinds.sequence)
 
     def __init__(self, config: SASRecConfig) -> None:
         super().__init__()

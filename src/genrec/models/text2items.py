@@ -116,7 +116,7 @@ def _t5(c: Text2ItemsConfig):
 
 
 class Text2Items(SemanticIdItems, nn.Module):
-    input_kind = "text"  # trained on QueryBatch (query tokens -> item), not user sequences
+    kind = "text"  # QueryBatch (query tokens -> item); trained by genrec.pipeline.text_search
 
     def __init__(self, config: Text2ItemsConfig) -> None:
         super().__init__()

@@ -82,7 +82,7 @@ def _t5(c: TIGERConfig, vocab: int):
 
 
 class TIGER(SemanticIdItems, nn.Module):
-    input_kind = "sequence"  # runs/trainer feed it genrec.data.batches.SeqBatch
+    kind = "sequence"  # fed SeqBatch histories (genrec.runs.kinds.sequence)
 
     def __init__(self, config: TIGERConfig) -> None:
         super().__init__()

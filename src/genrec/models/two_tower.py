@@ -35,7 +35,7 @@ from torch import nn
 
 from genrec.data.batches import SeqBatch
 from genrec.models._layers import ContentItems, check_item_repr
-from genrec.training.losses import in_batch_negatives, sampled_softmax
+from genrec.models._losses import in_batch_negatives, sampled_softmax
 
 __all__ = ["TwoTowerConfig", "TwoTower", "POOLINGS"]
 
@@ -108,7 +108,7 @@ class HistoryPooling(nn.Module):
 
 
 class TwoTower(nn.Module):
-    input_kind = "sequence"  # runs/trainer feed it genrec.data.batches.SeqBatch
+    kind = "sequence"  # fed SeqBatch histories (genrec.runs.kinds.sequence)
 
     def __init__(self, config: TwoTowerConfig) -> None:
         super().__init__()

@@ -156,13 +156,13 @@ def run_channel(run: Any, split: Split, stage: str, quota: float = 1.0, name: st
 
     ``positive_only`` defaults to True for ItemCF (see the module docstring), else False.
     """
-    from genrec.runs import _scorer  # the one place that knows how each model kind is fed
+    from genrec.runs import scorer  # the model's kind knows how it is fed
 
     run = _load(run)
     _check_same_split(run, split)
     if positive_only is None:
         positive_only = run.config.model == "itemcf"
-    return scored_channel(name or run.config.model, _scorer(run, stage), split.history(stage),
+    return scored_channel(name or run.config.model, scorer(run, stage), split.history(stage),
                           quota, positive_only)
 
 
@@ -173,31 +173,21 @@ def ann_channel(run: Any, split: Split, stage: str, quota: float = 1.0, name: st
     ``index``: an IndexConfig to build from the model's item vectors (default flat inner
     product), or a prebuilt ItemIndex whose ids are item_idx.
     """
-    from genrec.data.batches import eval_batch
+    from genrec.runs.kinds import model_kind
 
     run = _load(run)
     _check_same_split(run, split)
-    model = run.model
-    if not (hasattr(model, "user_vectors") and hasattr(model, "item_vectors")):
-        raise ValueError(f"ann_channel needs a model with user_vectors/item_vectors (two_tower); "
-                         f"{run.config.model!r} has none: use run_channel for it")
-    model.eval()
+    # item vectors () -> (n_items + 1, D), user vectors (users) -> (B, D); ValueError for a
+    # model without two towers
+    item_vectors, user_vectors = model_kind(run.config.model).vector_search(run, split, stage)
     if not isinstance(index, ItemIndex):
-        with torch.no_grad():
-            vectors = model.item_vectors().detach().float().cpu().numpy()
+        vectors = item_vectors()
         index = ItemIndex.build(vectors[1:], np.arange(1, len(vectors)), index)  # PAD left out
     history = split.history(stage)
 
     def topk(users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         users = np.asarray(users, dtype=np.int64)
-        with torch.no_grad():
-            if getattr(model, "input_kind", None) == "sequence":
-                batch = eval_batch(split, stage, users, model.config.max_len)
-                device = next(model.parameters()).device
-                q = model.user_vectors(batch.to(device))
-            else:
-                q = model.user_vectors(torch.from_numpy(users))
-        scores, items = index.search(q.detach().float().cpu().numpy(), k, history[users])
+        scores, items = index.search(user_vectors(users), k, history[users])
         return items, scores
 
     return Channel(name or run.config.model, topk, quota)

@@ -3,7 +3,7 @@
 Four ways to answer a free-text query, behind one ``TextSearch.search(query, k, method)``:
 
     bm25          Okapi BM25 over the item texts (``genrec.retrieval.bm25``)
-    minilm        all-MiniLM-L6-v2 bi-encoder + exact faiss scan (``genrec.serving.search``)
+    minilm        all-MiniLM-L6-v2 bi-encoder + exact faiss scan (``genrec.retrieval.text``)
     generator     Text2Items (``genrec.models.text2items``): a T5 writes semantic IDs, constrained
                   beam search over the prefix trie, ranked by sequence log-probability
     generator+ce  the generator's top ``ranker.depth`` candidates re-scored by the MiniLM
@@ -254,7 +254,7 @@ class TextSearch:
 
     def minilm(self) -> Any:
         if self._minilm is None:
-            from genrec.serving.search import build_text_index
+            from genrec.retrieval.text import build_text_index
 
             self._minilm = build_text_index(self.texts[1:], "minilm", cache_dir=self.run_dir,
                                             dataset_dir=self.dataset_dir)

@@ -1,4 +1,4 @@
-"""Retrieval: approximate nearest-neighbour item indexes (faiss) for vector models."""
+"""Retrieval: faiss item indexes for vector models, BM25, and text indexes (``text``)."""
 
 from genrec.retrieval.index import KINDS, IndexConfig, ItemIndex, exact_search, recall_at_k
 

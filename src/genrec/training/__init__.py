@@ -1,4 +1,4 @@
-"""Training: one generic trainer (``trainer.fit``) and the next-item losses (``losses``)."""
+"""Training: one generic trainer (``trainer.fit``); the losses are in ``genrec.models._losses``."""
 
 from genrec.training.trainer import TrainConfig, TrainResult, fit
 

@@ -1,0 +1,144 @@
+"""Model kinds: one adapter per input kind, the only code that knows how a kind of model is fed.
+
+Every registered model declares its kind with one class attribute (``kind = "sequence"``), and
+``KINDS`` maps that name to its adapter, imported lazily (``model_kind(model_name)``). Runs,
+serving, recall and benchmarks ask the adapter; they never inspect the model.
+
+    matrix    fitted in closed form on the interaction matrix; ``score(users, history_csr)``:
+              popularity, ItemCF, EASE                                          (matrix.py)
+    pairs     trained on (user, positive, negative) ``PairBatch`` triples; ``score(PairBatch)``
+              by user index: BPR, LightGCN; users without training items: popularity (pairs.py)
+    sequence  trained on ``SeqBatch`` histories; ``score(SeqBatch)``: SASRec, HSTU, TIGER,
+              two-tower                                                         (sequence.py)
+
+Room for two more, each one adapter file plus one ``KINDS`` line: ``features`` (rankers over a
+recall's candidate lists: DIN, DCN-V2, LightGBM; their batches hold candidate features and their
+scorer ranks candidates, not the catalogue) and ``session`` (sequence-to-sequence session
+generators, scored through ``generate``).
+
+An adapter answers (``Kind`` holds the defaults):
+
+    trains, fit, batches         a closed-form fit, or the one trainer's batches per epoch
+    attach(model, split)         data the model needs beside its weights (after build and load)
+    cold_users(split)            users whom evaluation serves popularity instead of the model
+    scorer(run, stage)           users -> (B, n_items + 1) scores from what is known before stage
+    score_history(run, items)    (n_items + 1,) scores from an explicit item history (serving)
+    similar(run, known)          the item-item relation of /similar
+    vector_search(run, ...)      item and user vectors for an ANN channel (two towers only)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Iterable
+
+import importlib
+
+import numpy as np
+import scipy.sparse as sp
+
+from genrec.config import ConfigError
+from genrec.registry import model_classes
+
+if TYPE_CHECKING:
+    from genrec.data.splits import Split
+    from genrec.runs import Run
+
+__all__ = ["KINDS", "Kind", "model_kind", "cooccurrence", "cosine", "sparse_row"]
+
+KINDS: dict[str, tuple[str, str]] = {
+    "matrix": ("genrec.runs.kinds.matrix", "MatrixKind"),        # fitted in closed form
+    "pairs": ("genrec.runs.kinds.pairs", "PairsKind"),           # (user, pos, neg) triples
+    "sequence": ("genrec.runs.kinds.sequence", "SequenceKind"),  # item histories
+    # to come, one adapter file each: "features" (rankers over candidate lists) and
+    # "session" (sequence-to-sequence session generators); see the module docstring
+}
+
+Scorer = Callable[[np.ndarray], Any]  # users (B,) -> (B, n_items + 1) numpy or torch scores
+Similar = tuple[str, Callable[[int], np.ndarray]]  # (description, item_idx -> (n_items + 1,))
+
+
+class Kind:
+    """The adapter of one input kind; a subclass overrides what its kind does differently."""
+
+    name = ""
+    trains = False  # True: trained by genrec.training.trainer.fit on ``batches``; else ``fit``
+    cold_fallback = ""  # what ``cold_users`` get in evaluation (run.json's cold_start)
+
+    # ---- building and training -------------------------------------------------------------
+    def attach(self, model: Any, split: Split) -> None:
+        """Give ``model`` the data it needs beside its weights (after building and loading)."""
+
+    def fit(self, model: Any, interactions: sp.csr_matrix) -> None:
+        """Fit in closed form on ``interactions`` (users x (n_items + 1), binary)."""
+        raise TypeError(f"{self.name} models are trained on batches, not fitted in closed form")
+
+    def batches(self, run: Run) -> tuple[Callable[[int], Iterable[Any]], int]:
+        """``(epoch -> that epoch's training batches, steps per epoch)`` for the one trainer."""
+        raise TypeError(f"{self.name} models are fitted in closed form, not trained on batches")
+
+    def cold_users(self, split: Split) -> np.ndarray | None:
+        """(n_users,) True for users whom evaluation serves ``cold_fallback``; None: nobody."""
+        return None
+
+    # ---- scoring ---------------------------------------------------------------------------
+    def scorer(self, run: Run, stage: str) -> Scorer:
+        """score(users) -> (B, n_items + 1) from what is known before ``stage`` ("all" = serving);
+        column 0 (PAD) is -inf."""
+        raise NotImplementedError
+
+    def score_history(self, run: Run, items: np.ndarray) -> np.ndarray:
+        """(n_items + 1,) float64 scores for a user given by an item history (oldest first)."""
+        raise NotImplementedError
+
+    def similar(self, run: Run, known: sp.csr_matrix) -> Similar:
+        """The item-item relation of /similar: -inf where unrelated."""
+        return cooccurrence(known)
+
+    def vector_search(self, run: Run, split: Split, stage: str
+                      ) -> tuple[Callable[[], np.ndarray], Callable[[np.ndarray], np.ndarray]]:
+        """``(item vectors () -> (n_items + 1, D), user vectors (users) -> (B, D))`` whose inner
+        products are the model's scores, for an approximate-nearest-neighbour channel."""
+        raise ValueError(f"ann_channel needs a model with user_vectors/item_vectors (two_tower); "
+                         f"{run.config.model!r} has none: use run_channel for it")
+
+
+def sparse_row(row: sp.spmatrix, width: int) -> np.ndarray:
+    """A sparse (1, width) row as a dense one, -inf where nothing is stored (or a zero is)."""
+    out = np.full(width, -np.inf)
+    row = sp.csr_matrix(row)
+    keep = row.data > 0  # a stored zero is no relation
+    out[row.indices[keep]] = row.data[keep]
+    return out
+
+
+def cooccurrence(known: sp.csr_matrix) -> Similar:
+    """Item co-occurrence cosine over ``known`` (users x (n_items + 1)): the relation of models
+    without an item-item structure of their own."""
+    n1 = known.shape[1]
+    xt = known.T.tocsr()  # (items, users)
+    norms = np.sqrt(np.asarray(known.sum(axis=0), dtype=np.float64).ravel())
+
+    def similar(i: int) -> np.ndarray:
+        co = xt[i] @ known  # (1, n_items + 1): users shared with item i
+        out = sparse_row(co, n1)
+        hit = np.isfinite(out)
+        out[hit] /= norms[hit] * norms[i]
+        return out
+
+    return "item co-occurrence cosine (known interactions)", similar
+
+
+def cosine(name: str, vectors: np.ndarray) -> Similar:
+    """Cosine over an (n_items + 1, D) item table already scaled to unit length."""
+    return name, lambda i: (vectors @ vectors[i]).astype(np.float64)
+
+
+def model_kind(name: str) -> Kind:
+    """The adapter of registered model ``name``'s input kind (its class attribute ``kind``)."""
+    model_cls, _ = model_classes(name)
+    kind = getattr(model_cls, "kind", None)  # the one class attribute every model declares
+    if kind not in KINDS:
+        raise ConfigError(f"model {name!r} declares input kind {kind!r}, which has no adapter; "
+                          f"known kinds: {', '.join(KINDS)} (see genrec.runs.kinds)")
+    module, adapter = KINDS[kind]
+    return getattr(importlib.import_module(module), adapter)()
