@@ -31,7 +31,7 @@ browser:
 # Layer contracts first (pyproject.toml [tool.importlinter]): a back-import fails in a second.
 test: setup browser
 	$(BIN)/lint-imports
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q tests src/genrec/api.py README.md --doctest-modules --doctest-glob=README.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -12,7 +12,7 @@ A run directory holds everything needed to reload and serve without the training
 The package: ``config`` (RunConfig and its parts), ``assemble`` (``build_model``: the model
 built from the data), ``kinds`` (one adapter per model input kind: how a kind trains and is
 scored), ``recommend`` (the one top-k of CLI and HTTP); this module trains, evaluates, saves and
-loads. Nothing here inspects a model: it asks the model's kind (``genrec.registry.model_kind``).
+loads. Nothing here inspects a model: it asks the model's kind (``genrec.runs.kinds.model_kind``).
 
 Models of a kind that trains (pairs, sequence) are trained by ``genrec.training.trainer.fit`` on
 the kind's batches: early stopping on the validation metric, best weights restored, then the
@@ -73,6 +73,17 @@ class Run:
     split: Split
     path: Path | None = None
     info: dict[str, Any] = field(default_factory=dict)
+
+    def evaluate(self, stage: str = "test") -> dict[str, float]:
+        """Full-ranking metrics of ``stage`` ("valid" or "test"), history masked."""
+        if stage not in ("valid", "test"):
+            raise ConfigError(f"stage {stage!r} is not one of valid, test")
+        return evaluate_run(self, stage).metrics
+
+    def recommend(self, user: str, k: int = 10, fallback: str | None = None) -> list[dict]:
+        """Top-``k`` unseen items for raw user id ``user``: ``[{"item_id", "title", "score"}]``;
+        ``fallback="popular"`` serves unknown users the most popular items."""
+        return recommend(self, str(user), k, fallback)["items"]
 
 
 def scorer(run: Run, stage: str) -> Callable[[np.ndarray], Any]:
