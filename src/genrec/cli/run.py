@@ -96,8 +96,8 @@ def evaluate_cmd(
         print(json.dumps({"stage": stage, "n_users": result.n_users, "seconds": result.seconds,
                           "metrics": result.metrics}, indent=2))
         return
-    console.print(metrics_by_k(result.metrics, title=f"{run_dir} ({stage}, {result.n_users:,} "
-                                                     f"users, full ranking)"))
+    console.print(f"{run_dir}: {stage}, {result.n_users:,} users, full ranking, history masked")
+    console.print(metrics_by_k(result.metrics))
     if per_user is not None:
         console.print(f"per-user metrics of {result.n_users:,} users -> {per_user}")
 
@@ -138,8 +138,9 @@ def recommend_cmd(
         return
     if recs["fallback"]:
         console.print(f"[yellow]unknown user {user!r}: serving the most popular items[/]")
-    table = Table(title=f"top {len(recs['items'])} for user {user} ({run.config.model} on "
-                        f"{run.dataset.name})", title_justify="left")
+    console.print(f"top {len(recs['items'])} for user {user} ({run.config.model} on "
+                  f"{run.dataset.name})")
+    table = Table()
     for name, justify in (("rank", "right"), ("title", "left"), ("item_id", "left"),
                           ("score", "right")):
         table.add_column(name, justify=justify, overflow="fold")
