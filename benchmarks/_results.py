@@ -39,7 +39,7 @@ _PAIR = re.compile(rf"({METRIC.pattern})\s+({_NUMBER})"
                    rf"((?:\s*/\s*{_NUMBER})+\s*\(mean ({_NUMBER}) ±[^)]*\))?(?![\d.]|\s*/\s*\d)")
 _UNITS = re.compile(r"(?<![\d,.])(\d[\d,]*(?:\.\d+)?) (req/s|items/s|texts/s|sequences/s)")
 _LATENCY = re.compile(rf"\b(p50|p95|p99) ({_NUMBER})")
-# bench_sequential._fmt: "masked R@5 / N@5 / R@10 / N@10" of the test split, history masked
+# _jobs.fmt_metrics (bench_sequential, cold_tail): "masked R@5 / N@5 / R@10 / N@10", test, masked
 _MASKED4 = re.compile(rf"^masked ({_NUMBER}) / ({_NUMBER}) / ({_NUMBER}) / ({_NUMBER})\b")
 _LOAD = re.compile(rf"load avg(?: \(1 min\))? ({_NUMBER})(?:[/ ]({_NUMBER})[/ ]({_NUMBER}))?")
 

@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from genrec.config import ConfigError, apply_overrides, from_dict, to_dict, to_toml
-from genrec.config import load_toml
+from genrec.config import from_layers, load_toml, merge
 
 
 @dataclass
@@ -50,3 +50,19 @@ def test_optional_and_bare_word_overrides():
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="key=value"):
         apply_overrides({}, ["layers"])
+
+
+def test_merge_layers_tables_key_by_key_and_changes_neither_input():
+    base = {"name": "a", "dropout": None, "inner": {"lr": 1.0, "ks": [1]}}
+    over = {"inner": {"lr": 2.0}, "layers": 3}
+    assert merge(base, over) == {"name": "a", "inner": {"lr": 2.0, "ks": [1]}, "layers": 3}
+    assert base == {"name": "a", "dropout": None, "inner": {"lr": 1.0, "ks": [1]}}
+    assert over == {"inner": {"lr": 2.0}, "layers": 3}
+    assert merge({"inner": 5}, {"inner": {"lr": 1}}) == {"inner": {"lr": 1}}  # over wins
+
+
+def test_from_layers_defaults_then_preset_then_sets():
+    defaults = {"layers": 8, "inner": {"lr": 0.5, "ks": [1, 2]}}
+    cfg = from_layers(Outer, {"inner": {"ks": [3]}}, ["inner.lr=0.25"], defaults=defaults)
+    assert cfg == Outer(layers=8, inner=Inner(lr=0.25, ks=(3,)))
+    assert from_layers(Outer, {}, ["name=y"]) == Outer(name="y")

@@ -23,8 +23,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-__all__ = ["ConfigError", "from_dict", "to_dict", "to_toml", "apply_overrides", "load_toml",
-           "check_device"]
+__all__ = ["ConfigError", "from_dict", "to_dict", "to_toml", "apply_overrides", "merge",
+           "from_layers", "load_toml", "check_device"]
 
 T = TypeVar("T")
 
@@ -188,6 +188,33 @@ def apply_overrides(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"--set {key}: {p} is not a table")
         node[parts[-1]] = _parse_scalar(text.strip())
     return out
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` layered on ``base``, as a new dict (neither input changes): where both hold a
+    table the two merge key by key, anywhere else ``over``'s value wins; None means unset and is
+    dropped (a dataclass's None default never hides a preset's value or its own default).
+
+    Example:
+        >>> merge({"train": {"lr": 1e-3, "epochs": 30}, "seed": None}, {"train": {"lr": 3e-4}})
+        {'train': {'lr': 0.0003, 'epochs': 30}}
+    """
+    out = {k: merge(v, {}) if isinstance(v, dict) else v for k, v in base.items() if v is not None}
+    for k, v in over.items():
+        if isinstance(v, dict):
+            out[k] = merge(out[k] if isinstance(out.get(k), dict) else {}, v)
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def from_layers(cls: type[T], data: dict[str, Any], sets: list[str] = (),
+                defaults: dict[str, Any] | None = None) -> T:
+    """Dataclass ``cls`` from three layers: ``defaults`` (tables whose values differ from the
+    nested dataclasses' own, e.g. a pipeline's training settings), then ``data`` (a preset) with
+    the ``--set`` overrides ``sets`` applied; a table merges key by key (``merge``), so
+    ``--set train.lr=3e-4`` keeps the rest of ``train`` as the layers below left it."""
+    return from_dict(cls, merge(defaults or {}, apply_overrides(data, list(sets))))
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

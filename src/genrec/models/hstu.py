@@ -7,7 +7,9 @@ code uses the query's *next* event time, i.e. the target's); sequences are left-
 positions count back from the newest item; heads share one relative bias; attention is divided by
 the constant max_len (the public code's padded n), so extra padding never changes an output.
 ``item_repr`` picks the item vectors (``_layers.ContentItems``): ``id`` embeddings, projected
-``content`` vectors (items never seen in training still get one), or a ``gated`` mix of both.
+``content`` vectors (items never seen in training still get one), or a ``gated`` mix of both. It and
+the other cold-tail knobs closing ``HSTUConfig`` are experiment options (BENCHMARKS 'item
+representation ablation'); their defaults are the plain id model.
 
 One block over the residual stream x (B, L, D), N() a LayerNorm without learned scale or shift:
     U, V, Q, K = split(SiLU(N(x) W))                      one projection, four (B, L, D) views
@@ -58,6 +60,9 @@ class HSTUConfig:
     temperature: float = 0.05  # logits are cosine / temperature when l2_norm is on
     l2_norm: bool = True  # L2-normalise outputs and item embeddings before dot products
     n_time_buckets: int = 128  # log-bucketed time gaps in the attention bias; 0 disables
+
+    # -- experiment knobs: cold-tail item representation; see BENCHMARKS 'item representation
+    # ablation' (experiments/cold_tail.py). The defaults keep the plain id model.
     item_repr: str = "id"  # id | content | gated (item vectors: see genrec.models._layers)
     content: str = ""  # content/gated: encoder name in the dataset's item_vectors, or a
     # .parquet/.npz/.npy file keyed by raw item id (read by the builder in genrec.runs)

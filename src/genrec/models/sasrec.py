@@ -12,7 +12,9 @@ projections, feed-forward, dropout) run on the batch's real items only, packed a
 attention sees the padded (B, L) layout. Most histories are far shorter than max_len, so this
 saves most of the compute without changing any output. ``item_repr`` picks the item vectors
 (``_layers.ContentItems``): ``id`` embeddings, projected ``content`` vectors (items never seen in
-training still get a representation), or a ``gated`` mix; input and output share them.
+training still get a representation), or a ``gated`` mix; input and output share them. It and the
+other cold-tail knobs closing ``SASRecConfig`` are experiment options (BENCHMARKS 'item
+representation ablation'); their defaults are the plain id model.
 
 Example:
     >>> model = SASRec(SASRecConfig(n_items=100, max_len=20, dim=32))
@@ -50,6 +52,9 @@ class SASRecConfig:
     temperature: float = 1.0  # logits / temperature (infonce: cosine / temperature, HSTU 0.05)
     negatives: str = "uniform"  # sampled / infonce: uniform | in_batch
     logq: bool = False        # sampled / infonce: subtract log q(item) from the logits
+
+    # -- experiment knobs: cold-tail item representation; see BENCHMARKS 'item representation
+    # ablation' (experiments/cold_tail.py). The defaults keep the plain id model.
     item_repr: str = "id"     # id | content | gated (item vectors: see genrec.models._layers)
     content: str = ""         # content/gated: encoder name in the dataset's item_vectors, or a
                               # .parquet/.npz/.npy file keyed by raw item id (read by the builder)

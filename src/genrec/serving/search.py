@@ -28,7 +28,7 @@ class GenerateRankIndex:
     name = "generate-and-rank"
 
     def __init__(self, run_dir: str | Path, item_ids: list[str]) -> None:
-        from genrec.pipeline.text_search import TextSearch
+        from genrec.pipeline.text_search.search import TextSearch
 
         self._search = TextSearch.load(run_dir)
         self.method = "generator+ce" if self._search.ranker is not None else "generator"

@@ -1,0 +1,259 @@
+"""Training a text-search run: ``train_text_search(cfg, out)``, and ``evaluate_search``.
+
+``train_text_search(cfg, out)`` builds the whole system: queries and a held-out split from the
+item text (``genrec.pipeline.text_queries``), semantic IDs from MiniLM vectors by RQ-KMeans
+(``genrec.semantic_ids``), the generator trained by the one trainer (early stopping on VALID
+NDCG@10 of a fixed query sample), hard negatives mined with the generator, the cross-encoder.
+The run directory (written atomically) is enough to serve without the dataset:
+
+    config.toml          the resolved TextSearchConfig (generator sizes filled in)
+    run.json             dataset, query and semantic-ID summaries, timings, versions
+    items.parquet        item_idx, item_id, title, text (what BM25 / MiniLM / the ranker read)
+    queries.parquet      every (query, item) pair with its split (train / valid / test)
+    semantic_ids.npz     codes (n_items + 1, T) and sizes; semantic_ids.json their report
+    generator.pt         Text2Items weights; generator/ the trainer's log and curves
+    cross_encoder/       CrossEncoderRanker.save (absent with ranker.enabled = false)
+    metrics.json         valid (selection) and test metrics of a query sample
+
+Example:
+    >>> cfg = load_config("configs/text2items_beauty.toml", ["train.max_minutes=5"])  # doctest: +SKIP
+    >>> search = train_text_search(cfg, Path("runs/text2items_beauty"))       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+import torch
+
+from genrec._files import atomic_dir, check_replaceable
+from genrec.config import ConfigError, from_dict, to_dict, to_toml
+from genrec.models.text2items import QueryBatch, Text2Items, load_tokenizer
+from genrec.pipeline.text_queries import QuerySet, build_queries, metrics
+from genrec.pipeline.text_search.config import RankerConfig, TextSearchConfig
+from genrec.pipeline.text_search.search import TextSearch, _columns
+from genrec.training.trainer import fit
+
+__all__ = ["train_text_search", "evaluate_search"]
+
+
+# ---- evaluation ------------------------------------------------------------------------------
+def evaluate_search(search_fn: Callable[[str, int], np.ndarray], qs: QuerySet, stage: str,
+                    k: int = 10, n: int | None = None, seed: int = 0, progress: bool = False
+                    ) -> tuple[dict[str, Any], np.ndarray]:
+    """Metrics (``text_queries.metrics``) of ``search_fn(query, k) -> item_idx`` on a seeded
+    sample of ``n`` (all if None) queries of ``stage``, and each query's latency in seconds."""
+    from tqdm.auto import tqdm
+
+    queries, relevant, held = qs.stage(stage)
+    pick = np.arange(len(queries))
+    if n is not None and n < len(queries):
+        pick = np.sort(np.random.default_rng(seed).choice(len(queries), n, replace=False))
+    ranked, seconds = [], []
+    for j in tqdm(pick, desc=f"{stage} queries", disable=not progress, leave=False):
+        t0 = time.perf_counter()
+        ranked.append(np.asarray(search_fn(qs.queries[queries[j]], k)))
+        seconds.append(time.perf_counter() - t0)
+    out = metrics(ranked, [relevant[j] for j in pick], [held[j] for j in pick], k,
+                  [qs.kinds[queries[j]] for j in pick])
+    return out, np.array(seconds)
+
+
+# ---- training --------------------------------------------------------------------------------
+def _semantic_ids(ds: Any, cfg: TextSearchConfig, fields: list[str] | None, log: Callable
+                  ) -> tuple[np.ndarray, list[int], dict[str, Any]]:
+    """Codes (n_items + 1, T), sizes and meta: the dataset's ID file, built when missing."""
+    from genrec.features.store import vectors_path
+    from genrec.semantic_ids.store import build_semantic_ids, load_semantic_ids, semantic_ids_path
+
+    ids = cfg.ids
+    if not vectors_path(ds, ids.vectors).is_file():
+        from genrec.features import EncoderOptions, embed_items, make_encoder
+
+        log(f"embedding {ds.n_items:,} item texts with {ids.vectors} "
+            f"({fields or 'all text fields'})")
+        embed_items(ds, make_encoder(ids.vectors, EncoderOptions(progress=True)), fields=fields,
+                    name=ids.vectors)
+    name = ids.file_name()
+    if not semantic_ids_path(ds, name).is_file():
+        log(f"building semantic IDs {name} ({ids.method} {ids.levels}x{ids.codebook_size})")
+        build_semantic_ids(ds, ids.vectors, ids.method, name=name, levels=ids.levels,
+                           codebook_size=ids.codebook_size, seed=ids.seed)
+    return load_semantic_ids(ds, name)
+
+
+class _PairBatches:
+    """Seeded, shuffled batches of training (query, item) pairs, tokenised once up front."""
+
+    def __init__(self, model: Text2Items, qs: QuerySet, batch_size: int, seed: int) -> None:
+        enc = model.encode(qs.queries)  # (Q, L) every query, padded to the longest
+        self.tokens, self.lengths = enc.tokens, enc.mask.sum(1)
+        self.q, self.items = (torch.from_numpy(a) for a in qs.pairs("train"))
+        self.batch_size, self.seed = batch_size, seed
+
+    def __len__(self) -> int:
+        return -(-len(self.q) // self.batch_size)
+
+    def __call__(self, epoch: int):
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        order = torch.randperm(len(self.q), generator=g)
+        for lo in range(0, len(order), self.batch_size):
+            rows = order[lo:lo + self.batch_size]
+            q = self.q[rows]
+            width = int(self.lengths[q].max())  # trim the all-PAD columns of this batch
+            tok = self.tokens[q, :width]
+            yield QueryBatch(tok, tok > 0, self.items[rows])
+
+
+def _mine(model: Text2Items, qs: QuerySet, cfg: RankerConfig, seed: int, log: Callable,
+          progress: bool) -> tuple[list[str], list[list[int]], list[list[int]]]:
+    """(queries, train positives, generator candidates) for a seeded sample of training queries."""
+    from tqdm.auto import tqdm
+
+    q, i = qs.pairs("train")
+    pos: dict[int, list[int]] = {}
+    for a, b in zip(q.tolist(), i.tolist()):
+        pos.setdefault(a, []).append(b)
+    keys = np.array(sorted(pos))
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(keys), min(cfg.train_queries, len(keys)), replace=False))
+    queries = [qs.queries[keys[j]] for j in pick]
+    # a category query has hundreds of items: a few positives each keep the examples balanced
+    positives = [rng.permutation(pos[keys[j]])[:cfg.positives].tolist() for j in pick]
+    cands: list[list[int]] = []
+    log(f"mining hard negatives: generator top-{cfg.candidates} of {len(queries):,} training "
+        f"queries")
+    with torch.inference_mode():
+        for lo in tqdm(range(0, len(queries), 32), desc="mining", leave=False,
+                       disable=not progress):
+            ids, logp = model.generate(queries[lo:lo + 32], cfg.candidates,
+                                       max(cfg.candidates, 20))
+            cands += [r[torch.isfinite(s)].tolist() for r, s in zip(ids, logp)]
+    # a training item of the query left out of its positives must not become a negative;
+    # held-out (valid/test) items are unknown here and may be drawn as negatives, as in real use
+    known = [set(pos[keys[j]]) for j in pick]
+    cands = [[c for c in cs if c not in kn] for cs, kn in zip(cands, known)]
+    return queries, positives, cands
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """(Inside the run's atomic temporary directory: no per-file atomicity needed.)"""
+    path.write_text(json.dumps(data, indent=2, default=str))
+
+
+def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = True,
+                      log: Callable[[str], None] = print) -> TextSearch:
+    """Build the whole system (module docstring) into run directory ``out``; returns it loaded."""
+    from genrec import __version__
+    from genrec.data.prepare import load_dataset
+    from genrec.features.text import item_texts
+
+    cfg.validate()
+    if cfg.ranker.enabled:  # fail before the long part, not after it
+        try:
+            import genrec.models.cross_encoder  # noqa: F401
+        except ImportError as e:
+            raise ConfigError(f"ranker.enabled is true but genrec.models.cross_encoder cannot be "
+                              f"imported ({e}); --set ranker.enabled=false trains the generator "
+                              f"alone") from None
+    out = Path(out)
+    check_replaceable(out, "run.json", "text-search run")  # before the long part, not after it
+    t_all = time.perf_counter()
+    torch.manual_seed(cfg.train.seed)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    ds = load_dataset(cfg.data)
+    fields = list(cfg.text_fields) or None
+    texts, _, tpl = item_texts(ds.items.sort("item_idx"), fields)
+    items = pl.DataFrame({"item_idx": ds.items.sort("item_idx")["item_idx"],
+                          "item_id": ds.items.sort("item_idx")["item_id"].cast(pl.Utf8),
+                          "title": [str(t) for t in ds.titles()[1:]], "text": texts})
+    qs = build_queries(ds.items, cfg.queries)
+    log(f"{ds.name}: {ds.n_items:,} items; queries {qs.summary()}")
+    codes, sizes, sid_meta = _semantic_ids(ds, cfg, list(tpl.fields), log)
+
+    with atomic_dir(out, marker="run.json", what="text-search run") as tmp:
+        tokenizer = load_tokenizer(cfg.generator.tokenizer)
+        cfg.generator.n_items, cfg.generator.id_sizes = ds.n_items, tuple(sizes)
+        cfg.generator.vocab_size = len(tokenizer)
+        model = Text2Items(cfg.generator)
+        model._tokenizer = tokenizer
+        model.set_semantic_ids(torch.from_numpy(codes))
+        n_params = sum(p.numel() for p in model.parameters())
+        batches = _PairBatches(model, qs, cfg.train.batch_size, cfg.train.seed)
+        vq, vrel, vheld = qs.stage("valid")
+        pick = np.random.default_rng(cfg.eval.seed).permutation(len(vq))[:cfg.eval.valid_queries]
+        ev = cfg.eval
+
+        def validate() -> dict[str, float]:
+            ranked = []
+            for lo in range(0, len(pick), 64):
+                ids, _ = model.generate([qs.queries[vq[j]] for j in pick[lo:lo + 64]], ev.k,
+                                        ev.valid_beam)
+                ranked += list(ids.numpy())
+            m = metrics(ranked, [vrel[j] for j in pick], [vheld[j] for j in pick], ev.k)
+            return {k: v for k, v in m.items() if isinstance(v, float)}
+
+        c = model.config
+        log(f"generator: {n_params:,} parameters (T5 {c.n_layers}+{c.n_decoder_layers} layers, "
+            f"d_model {c.dim}); {len(batches.q):,} training pairs, {len(batches)} steps per "
+            f"epoch; budget {cfg.train.max_minutes} min")
+        t0 = time.perf_counter()
+        result = fit(model, cfg.train, batches, validate if len(pick) else None,
+                     run_dir=tmp / "generator", steps_per_epoch=len(batches), progress=progress)
+        gen_seconds = time.perf_counter() - t0
+        log(f"generator trained: {result.summary()}")
+        for name in ("checkpoint.pt", "best.pt"):  # optimizer state: not needed to serve
+            (tmp / "generator" / name).unlink(missing_ok=True)
+        torch.save(model.state_dict(), tmp / "generator.pt")
+        np.savez(tmp / "semantic_ids.npz", codes=codes, sizes=np.array(sizes))
+        _write_json(tmp / "semantic_ids.json", sid_meta)
+        items.write_parquet(tmp / "items.parquet")
+        qs.save(tmp / "queries.parquet")
+
+        ranker, ranker_info, ce_seconds = None, {"enabled": False}, 0.0
+        if cfg.ranker.enabled:
+            from genrec.models.cross_encoder import CrossEncoderConfig, CrossEncoderRanker
+
+            t1 = time.perf_counter()
+            queries, positives, cands = _mine(model, qs, cfg.ranker, cfg.eval.seed, log,
+                                              progress)
+            ranker = CrossEncoderRanker(from_dict(CrossEncoderConfig, cfg.ranker.params,
+                                                  prefix="ranker.params."))
+            fit_info = ranker.fit(queries, positives, cands, [""] + texts)
+            ranker.save(tmp / "cross_encoder")
+            ce_seconds = time.perf_counter() - t1
+            ranker_info = {"enabled": True, "queries": len(queries), "fit": fit_info,
+                           "seconds_with_mining": round(ce_seconds, 1)}
+            log(f"cross-encoder trained in {ce_seconds:.0f} s: {fit_info}")
+
+        (tmp / "config.toml").write_text(to_toml(to_dict(cfg)))
+        search = TextSearch(*_columns(items), generator=model, ranker=ranker,
+                            depth=cfg.ranker.depth, run_dir=tmp, dataset_dir=ds.path)
+        best = [h.get("valid", {}) for h in result.history if h["epoch"] == result.best_epoch]
+        scores: dict[str, Any] = {"valid_generator": best[0] if best else {}}
+        if ev.test_queries:
+            for method in ("generator", "generator+ce") if ranker else ("generator",):
+                m, sec = evaluate_search(lambda q, k: search.search(q, k, method).items, qs, "test",
+                                         ev.k, ev.test_queries, ev.seed)
+                p50 = round(1e3 * float(np.median(sec)), 2)
+                scores[f"test_{method}"] = {**m, "latency_p50_ms": p50}
+                log(f"test ({m['n_queries']} queries) {method}: Recall@{ev.k} {m[f'Recall@{ev.k}']}"
+                    f" NDCG@{ev.k} {m[f'NDCG@{ev.k}']}")
+        _write_json(tmp / "metrics.json", scores)
+        _write_json(tmp / "run.json", {
+            "system": "text2items", "dataset": ds.name, "dataset_dir": str(ds.path),
+            "n_items": ds.n_items, "text_template": tpl.describe(), "queries": qs.summary(),
+            "semantic_ids": {k: sid_meta.get(k) for k in ("name", "method", "vectors", "sizes",
+                                                           "collision_rate", "path")},
+            "generator": {"n_params": n_params, "train": result.summary(),
+                          "seconds": round(gen_seconds, 1)},
+            "ranker": ranker_info, "seconds": round(time.perf_counter() - t_all, 1),
+            "versions": {"genrec": __version__, "torch": torch.__version__}})
+    search.run_dir = out
+    return search
