@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 
 import pytest
 
@@ -58,6 +60,16 @@ def test_atomic_file_keeps_the_old_file_on_error(tmp_path):
     with atomic_file(path) as fh:
         fh.write("new")
     assert path.read_text() == "new"
+
+
+def test_atomic_file_gets_the_permissions_open_gives(tmp_path):
+    umask = os.umask(0o022)  # a known umask for the check; restored below
+    try:
+        with atomic_file(tmp_path / "b.bin", "wb") as fh:
+            fh.write(b"x")
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "b.bin").stat().st_mode) == 0o644  # not mkstemp's 0o600
 
 
 @pytest.mark.parametrize("name", ["../x", "a/b", "a b", "..", ".hidden", ""])

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -87,16 +88,24 @@ def atomic_dir(path: str | Path, marker: str | tuple[str, ...], what: str) -> It
 def atomic_file(path: str | Path, mode: str = "w", **open_kw) -> Iterator:
     """Open a temporary sibling of ``path`` for writing; rename it over ``path`` on success.
 
-    Readers see the old file or the complete new one; on an error the temporary is removed."""
+    Readers see the old file or the complete new one; on an error the temporary is removed.
+    The file gets the permissions ``open`` would give it (0o666 less the umask), not
+    mkstemp's owner-only 0o600. Each call has its own temporary, so several processes may
+    write the same path at once: the last rename wins, and no reader sees a mix."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_file():
         raise UnsafePathError(f"{path} exists and is not a regular file; pass another path")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}"
+        try:
+            fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:  # another writer drew the same name: draw again
+            continue
     try:
-        with open(tmp, mode, **open_kw) as fh:
+        with os.fdopen(fd, mode, **open_kw) as fh:
             yield fh
         os.replace(tmp, path)
     finally:
-        Path(tmp).unlink(missing_ok=True)  # only left on an error
+        tmp.unlink(missing_ok=True)  # only left on an error

@@ -41,6 +41,7 @@ import torch
 from tqdm.auto import tqdm
 
 from genrec.evaluation import metrics as M
+from genrec.topk import top_k_counted
 
 __all__ = ["EvalResult", "evaluate", "reference_evaluate", "ScoreFn"]
 
@@ -166,33 +167,6 @@ def _count_at_least(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Ten
     return scores.shape[1] - below
 
 
-def _top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k lists and what ``_rank_chunk`` reads off them, from one ``torch.topk``.
-
-    Returns (items, values, n_at_least_kth): items (B, k) by (score desc, item index asc), -1
-    where fewer than k candidates exist; values (B, k) the k largest scores, descending (masked
-    items read -inf); n_at_least_kth (B, 1) = #entries of the row >= values[:, -1]. k is capped
-    at the row length N.
-    """
-    k = min(k, scores.shape[1])
-    values, idx = torch.topk(scores, k, dim=1)
-    kth = values[:, -1:]
-    n_at_least_kth = _count(scores >= kth)[:, None]
-    # torch.topk picks arbitrarily among items tied with the k-th score: redo those rows so
-    # that the smaller item indices win (deterministic, independent of chunking)
-    tied_rows = (n_at_least_kth[:, 0] > k).nonzero().squeeze(1)
-    if len(tied_rows):
-        sub, sub_kth = scores[tied_rows], kth[tied_rows]
-        above, tied = sub > sub_kth, sub == sub_kth
-        room = k - _count(above)[:, None]
-        take = above | (tied & (tied.cumsum(1, dtype=torch.int32) <= room))  # exactly k per row
-        idx[tied_rows] = take.nonzero()[:, 1].view(-1, k)
-    idx = idx.sort(dim=1).values
-    order = scores.gather(1, idx).sort(dim=1, descending=True, stable=True).indices
-    idx = idx.gather(1, order)
-    return idx.masked_fill(scores.gather(1, idx) == -math.inf, -1), values, n_at_least_kth
-
-
 def _rank_chunk(scores: torch.Tensor, hist: sp.csr_matrix, tgt: sp.csr_matrix, k_max: int,
                 full: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Mask, rank and list one chunk: (ranks (B, R), #valid relevant (B,), top-k (B, k_max)).
@@ -209,7 +183,8 @@ def _rank_chunk(scores: torch.Tensor, hist: sp.csr_matrix, tgt: sp.csr_matrix, k
     rel, slot_ok = _pad_rows(tgt, dev)        # (B, R)
     rel_scores = scores.gather(1, rel)         # masked targets read -inf
     valid = slot_ok & (rel_scores > -math.inf)
-    top, values, n_at_least_kth = _top_k(scores, k_max)
+    # top-k lists with ties to the lower index (genrec.topk), and #entries >= the k-th score
+    top, values, n_at_least_kth = top_k_counted(scores, k_max)
 
     # rank = 1 + #non-relevant candidates >= its score + #relevant ones ahead in (score desc,
     # item index asc), where #non-relevant >= s = #candidates >= s - #valid relevant >= s.
@@ -230,7 +205,7 @@ def _rank_chunk(scores: torch.Tensor, hist: sp.csr_matrix, tgt: sp.csr_matrix, k
         # and it is a miss at every K. A target with s >= v is counted exactly from the top-k
         # values: every candidate scoring > v is among them, so for s > v #candidates >= s =
         # #values >= s; for s == v (ties at the threshold, possibly beyond the list: they count
-        # against the target) it is #entries >= v of the whole row, which _top_k counted.
+        # against the target) it is #entries >= v of the whole row, which top_k_counted counted.
         # Masked items read -inf < s and are never counted; fewer than k_max candidates means
         # v = -inf and every valid target is ranked.
         kth = values[:, -1:]

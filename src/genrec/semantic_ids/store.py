@@ -26,8 +26,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -36,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from genrec._files import atomic_file
 from genrec.data.dataset import DataError, Dataset
 from genrec.semantic_ids.codes import code_report, dedup
 
@@ -107,21 +106,11 @@ def build_semantic_ids(ds: Dataset, vectors: str, method: str = "rq_kmeans", *,
         "codes": pa.FixedSizeListArray.from_arrays(pa.array(full.reshape(-1).astype(np.int32)),
                                                    full.shape[1]),
     }).replace_schema_metadata({META_KEY: json.dumps(meta).encode()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda tmp: pq.write_table(table, tmp))
-    _atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    with atomic_file(path, "wb") as fh:
+        pq.write_table(table, fh)
+    with atomic_file(path.with_suffix(".json")) as fh:
+        fh.write(json.dumps(report, indent=2))
     return path, report
-
-
-def _atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _build_hint(ds: Dataset) -> str:

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from genrec._files import atomic_file
 from genrec.config import check_device
 from genrec.training import distributed
 
@@ -353,9 +354,8 @@ _LIBC = _load_libc()
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)  # a crash mid-write never leaves a torn file
+    with atomic_file(path, "wb") as fh:  # a crash mid-write never leaves a torn file
+        torch.save(obj, fh)
 
 
 def _rng_state(device: torch.device) -> dict[str, Any]:
