@@ -19,6 +19,7 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "popularity": ("genrec.models.popularity", "Popularity", "PopularityConfig"),
     "itemcf": ("genrec.models.itemcf", "ItemCF", "ItemCFConfig"),
     "ease": ("genrec.models.ease", "EASE", "EASEConfig"),
+    "gfcf": ("genrec.models.gfcf", "GFCF", "GFCFConfig"),
     "sasrec": ("genrec.models.sasrec", "SASRec", "SASRecConfig"),
     "hstu": ("genrec.models.hstu", "HSTU", "HSTUConfig"),
     "tiger": ("genrec.models.tiger", "TIGER", "TIGERConfig"),

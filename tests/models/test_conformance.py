@@ -37,7 +37,7 @@ IDS = "planted-rq_kmeans"  # semantic IDs built in the fixture
 # config fields shrunk when a model declares them: small and fast on one core
 SMALL = {"dim": 16, "ff_dim": 32, "head_dim": 8, "n_layers": 1, "n_decoder_layers": 1,
          "max_len": 10, "beam_size": 10, "user_buckets": 16, "dropout": 0.0,
-         "n_negatives": 32}
+         "n_negatives": 32, "k": 8}  # k: gfcf's singular vectors (< 40 items), itemcf's neighbours
 TRAIN = ["train.epochs=6", "train.batch_size=32", "train.lr=0.01", "train.threads=1",
          "train.patience=6"]
 
