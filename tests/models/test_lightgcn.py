@@ -1,9 +1,9 @@
 """LightGCN: the normalised adjacency and K-layer mean against a dense numpy computation, the
 symmetric sparse backward against dense autograd, conformance (finite loss with gradients, score
 shape, PAD, save -> load), one propagation per evaluation, semantic fusion (sum / concat, before
-/ after, user means, the missing-vector fallback), the sampled-softmax and InfoNCE loss options
-against a hand computation, a planted block pattern learned through ``genrec.runs.train`` with
-each loss, and the missing-vector count in run.json."""
+/ after, user means, the missing-vector fallback), the sampled-softmax, InfoNCE and CCL (SimpleX's
+cosine contrastive) loss options against a hand computation, a planted block pattern learned
+through ``genrec.runs.train`` with each loss, and the missing-vector count in run.json."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 import genrec.models.lightgcn as lg
 import genrec.models._losses as losses
+from genrec.config import ConfigError
 from genrec.data.batches import PairBatch
 from genrec.features.store import save_vectors
 from genrec.models.lightgcn import LightGCN, LightGCNConfig, normalized_adjacency, propagate
@@ -145,11 +146,30 @@ def test_softmax_losses_are_cross_entropy_against_shared_negatives(monkeypatch, 
     assert m.loss(b).item() == pytest.approx(expected + 0.1 * ego_sq.item() / 4, rel=1e-5)
 
 
-def test_infonce_scores_are_cosines_and_bpr_scores_inner_products():
-    for loss in ("bpr", "infonce"):
+def test_ccl_is_the_cosine_contrastive_loss_against_shared_negatives(monkeypatch):
+    m = model(loss="ccl", n_negatives=3, margin=0.2, neg_weight=5.0, l2=0.1)
+    shared = torch.tensor([2, 4, 5])
+    monkeypatch.setattr(losses, "uniform_negatives", lambda n_items, k, device: shared)
+    b = PairBatch(torch.tensor([0, 2]), torch.tensor([1, 4]), None)  # no per-row negative needed
+    users, items = (F.normalize(t.detach(), dim=-1) for t in m.embeddings())
+    expected = 0.0
+    for u, pos in zip([0, 2], [1, 4]):
+        hinge = [max(0.0, float(items[j] @ users[u]) - 0.2) if j != pos else 0.0  # hit: masked
+                 for j in shared.tolist()]
+        expected += ((1 - float(items[pos] @ users[u])) + 5.0 * sum(hinge) / 3) / 2
+    ego_sq = m.user_emb.weight[[0, 2]].pow(2).sum() + m.item_emb.weight[[1, 4]].pow(2).sum()
+    value = m.loss(b)
+    assert value.item() == pytest.approx(expected + 0.1 * ego_sq.item() / 4, rel=1e-5)
+    value.backward()
+    for name, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_infonce_and_ccl_scores_are_cosines_and_bpr_scores_inner_products():
+    for loss in ("bpr", "infonce", "ccl"):
         m = model(loss=loss).eval()
         users, items = (t.detach() for t in m.embeddings())
-        if loss == "infonce":
+        if loss != "bpr":
             users, items = F.normalize(users, dim=-1), F.normalize(items, dim=-1)
         with torch.no_grad():
             s = m.score(PairBatch(torch.arange(N_USERS)))
@@ -157,10 +177,17 @@ def test_infonce_scores_are_cosines_and_bpr_scores_inner_products():
 
 
 def test_loss_options_fail_loudly():
-    with pytest.raises(ValueError, match="loss 'hinge' is not one of bpr, sampled, infonce"):
+    with pytest.raises(ConfigError, match="loss 'hinge' is not one of bpr, sampled, infonce, ccl"):
         model(loss="hinge")
-    with pytest.raises(ValueError, match="n_negatives >= 1 and temperature > 0"):
+    with pytest.raises(ConfigError, match="n_negatives >= 1 and temperature > 0"):
         model(loss="infonce", temperature=0.0)
+    for bad in ({"margin": 1.0}, {"margin": -1.5}, {"neg_weight": -1.0}, {"n_negatives": 0}):
+        with pytest.raises(ConfigError, match="loss 'ccl' needs n_negatives >= 1, -1 <= margin"):
+            model(loss="ccl", **bad)
+    for loss in ("sampled", "infonce", "ccl"):  # their negatives are shared uniform draws
+        with pytest.raises(ConfigError, match="negatives = 'popularity' would be ignored"):
+            make_config("lightgcn", [f"params.loss={loss}", "params.negatives=popularity"])
+    model(loss="bpr", margin=5.0)  # ccl's knobs are not read by the other losses
     with pytest.raises(ValueError, match="pos and neg"):
         model().loss(PairBatch(torch.tensor([0]), torch.tensor([1]), None))  # BPR needs neg
 
@@ -259,7 +286,7 @@ def test_user_semantic_off_leaves_users_without_text():
 
 
 # ---- through genrec.runs ------------------------------------------------------------------------
-@pytest.mark.parametrize("loss", ["bpr", "sampled", "infonce"])
+@pytest.mark.parametrize("loss", ["bpr", "sampled", "infonce", "ccl"])
 def test_runs_train_learns_the_planted_blocks_then_reloads(tmp_path, loss):
     block_dataset().save(tmp_path / "blocks")
     sets = [f"data.name={tmp_path / 'blocks'}", "data.split=ratio", "params.dim=16",

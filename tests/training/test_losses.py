@@ -1,4 +1,4 @@
-"""Losses on tiny tensors with hand-computed values."""
+"""Losses on tiny tensors with hand-computed values (SimpleX's CCL included)."""
 
 import math
 
@@ -6,8 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from genrec.models._losses import (bce, cross_entropy, in_batch_negatives, infonce,
-                                    sampled_logits, sampled_softmax, sequence_loss)
+from genrec.config import ConfigError
+from genrec.models._losses import (bce, ccl_loss, check_ccl, cosine_contrastive, cross_entropy,
+                                    in_batch_negatives, infonce, sampled_logits, sampled_softmax,
+                                    sequence_loss)
 
 # item table: row 0 = PAD (must never count), items 1..3
 ITEMS = torch.tensor([[9.0, 9.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
@@ -129,3 +131,71 @@ def test_with_the_log_popularity_as_prior_the_learned_scores_no_longer_carry_pop
     plain = learned["plain"] - learned["plain"].mean()
     assert torch.allclose(plain, torch.log(counts[1:]) - torch.log(counts[1:]).mean(), atol=0.05)
     assert learned["adjusted"].max() - learned["adjusted"].min() < 0.05
+
+
+# ---- SimpleX's cosine contrastive loss -----------------------------------------------------------
+# cosines with h = (1, 0): item 1 0.6, item 2 0.8, item 3 -1, item 4 0; with h = (0, 2): item 1
+# 0.8, item 2 -0.6, item 3 0, item 4 1
+CCL_ITEMS = torch.tensor([[0.0, 0.0], [3.0, 4.0], [8.0, -6.0], [-1.0, 0.0], [0.0, 2.0]])
+
+
+def test_ccl_by_hand_with_an_accidental_hit_masked():
+    h, t, neg = torch.tensor([[1.0, 0.0], [0.0, 2.0]]), torch.tensor([1, 4]), torch.tensor([2, 3, 4])
+    # row 0: (1 - 0.6) + 3 / 3 * (max(0, 0.8 - 0.5) + 0 + 0) = 0.7
+    # row 1: (1 - 1) + 3 / 3 * (0 + 0 + [item 4 is the row's target: masked, not 1 - 0.5]) = 0
+    value = cosine_contrastive(h, t, CCL_ITEMS, neg, margin=0.5, neg_weight=3.0)
+    assert value.item() == pytest.approx((0.7 + 0.0) / 2, rel=1e-6)
+    # the weight multiplies the MEAN hinge: one more negative below the margin dilutes it
+    value = cosine_contrastive(h[:1], t[:1], CCL_ITEMS, torch.tensor([2, 3, 4, 3]), 0.5, 3.0)
+    assert value.item() == pytest.approx(0.4 + 3 * 0.3 / 4, rel=1e-6)
+    # only directions count: scaling h or the items changes nothing
+    assert cosine_contrastive(5 * h, t, 0.1 * CCL_ITEMS, neg, 0.5, 3.0).item() == \
+        pytest.approx(0.35, rel=1e-6)
+
+
+def test_ccl_margin_clips_easy_negatives_and_gradients_are_finite():
+    h = torch.tensor([[1.0, 0.0]])
+    items = CCL_ITEMS.clone().requires_grad_(True)
+    # margin 0.7: item 2 (cos 0.8) is pushed, items 3 (-1) and 4 (0) are clipped: no gradient
+    cosine_contrastive(h, torch.tensor([1]), items, torch.tensor([2, 3, 4]), 0.7, 2.0).backward()
+    g = items.grad
+    assert g[2].abs().sum() > 0 and g[3].abs().sum() == 0 and g[4].abs().sum() == 0
+    assert g[0].abs().sum() == 0 and torch.isfinite(g).all()
+    # margin 0.9: nothing is above it, only the positive part is left
+    assert cosine_contrastive(h, torch.tensor([1]), CCL_ITEMS, torch.tensor([2, 3, 4]), 0.9,
+                              2.0).item() == pytest.approx(0.4, rel=1e-6)
+    # margin -1: nothing is clipped, the negative part is linear: w * mean(cos + 1)
+    assert cosine_contrastive(h, torch.tensor([1]), CCL_ITEMS, torch.tensor([2, 3, 4]), -1.0,
+                              2.0).item() == pytest.approx(0.4 + 2 * (1.8 + 0 + 1) / 3, rel=1e-6)
+    # random rows, a zero row among them: the gradients stay finite
+    g = torch.Generator().manual_seed(3)
+    hidden = torch.randn(5, 4, generator=g)
+    hidden[2] = 0.0
+    hidden.requires_grad_(True)
+    table = torch.randn(9, 4, generator=g).requires_grad_(True)
+    value = cosine_contrastive(hidden, torch.tensor([1, 2, 3, 8, 8]), table,
+                               torch.tensor([1, 4, 5, 8]), 0.0, 150.0)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(hidden.grad).all()
+    assert torch.isfinite(table.grad).all() and table.grad.abs().sum() > 0
+
+
+def test_ccl_loss_draws_shared_uniform_negatives_and_checks_its_settings(monkeypatch):
+    import genrec.models._losses as losses
+
+    drawn = []
+
+    def fake(n_items, k, device):
+        drawn.append((n_items, k))
+        return torch.tensor([2, 3, 4])
+
+    monkeypatch.setattr(losses, "uniform_negatives", fake)
+    h, t = torch.tensor([[1.0, 0.0]]), torch.tensor([1])
+    assert ccl_loss(h, t, CCL_ITEMS, 3, 0.5, 3.0).item() == pytest.approx(0.7, rel=1e-6)
+    assert drawn == [(4, 3)]  # items 1..4, three of them, once for the whole batch
+    with pytest.raises(ValueError, match="n_negatives >= 1"):
+        ccl_loss(h, t, CCL_ITEMS, 0)
+    for bad in [(0, 0.9, 150.0), (10, 1.0, 150.0), (10, -1.5, 150.0), (10, 0.9, 0.0)]:
+        with pytest.raises(ConfigError, match="loss 'ccl' needs n_negatives >= 1, -1 <= margin"):
+            check_ccl("m", *bad)
+    check_ccl("m", 10, -1.0, 0.5)  # the edges that make sense pass

@@ -11,6 +11,8 @@ table (row 0 = PAD, never a candidate). The model selects the N positions (``tar
     bce              binary cross-entropy, one random negative per position (SASRec paper)
     infonce          softmax over cosine similarities / temperature (L2-normalised vectors), over
                      the catalogue or over sampled negatives (HSTU: 128 negatives, T = 0.05)
+    cosine_contrastive  SimpleX's CCL over K shared negatives, no softmax: 1 - cos(h, target)
+                     plus w times the mean hinge max(0, cos(h, negative) - margin)
 
 Logit adjustment (Menon et al., "Long-tail learning via logit adjustment", ICLR 2021): every loss
 but bce takes an optional ``prior`` (n_items + 1,), added to each item's logit in training only,
@@ -19,8 +21,10 @@ prior, so the learned scores (what the model ranks with) need not carry it and r
 higher.
 
 ``sequence_loss`` dispatches by name for model configs (``loss = "ce" | "sampled" | "bce" |
-"infonce"``). Negatives are drawn from the global torch RNG, so ``torch.manual_seed`` (the
-trainer's seed) makes them reproducible.
+"infonce"``). ``ccl_loss`` draws the shared negatives of CCL, which pair models name ``loss =
+"ccl"``; it has knobs of its own (margin, negative weight), so it is not among ``LOSSES``, the
+names sequence models accept. Negatives are drawn from the global torch RNG, so
+``torch.manual_seed`` (the trainer's seed) makes them reproducible.
 
 Example:
     >>> h, items = torch.randn(4, 8), torch.randn(11, 8)
@@ -36,8 +40,11 @@ import math
 import torch
 import torch.nn.functional as F
 
+from genrec.config import ConfigError
+
 __all__ = ["LOSSES", "cross_entropy", "sampled_logits", "sampled_softmax", "bce", "infonce",
-           "uniform_negatives", "in_batch_negatives", "sequence_loss"]
+           "cosine_contrastive", "uniform_negatives", "in_batch_negatives", "sequence_loss",
+           "ccl_loss", "check_ccl"]
 
 LOSSES = ("ce", "sampled", "bce", "infonce")
 
@@ -103,6 +110,26 @@ def infonce(hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
     return sampled_softmax(hidden, targets, items, negatives, log_q, temperature, prior)
 
 
+def cosine_contrastive(hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor,
+                       negatives: torch.Tensor, margin: float = 0.9,
+                       neg_weight: float = 150.0) -> torch.Tensor:
+    """SimpleX's cosine contrastive loss (Mao et al., CIKM 2021), mean over the N rows of
+
+        (1 - cos(h, target)) + neg_weight / K * sum_k max(0, cos(h, negatives[k]) - margin)
+
+    with K shared ``negatives`` (K,). Only negatives more similar than ``margin`` are pushed
+    away; ``neg_weight`` balances the two parts whatever K is. A negative equal to the row's
+    target ("accidental hit") contributes 0 and still counts in K. Only the rows used are
+    normalised (a pair model's ``items`` is the whole catalogue).
+    """
+    h = F.normalize(hidden, dim=-1)                                   # (N, D)
+    pos = (h * F.normalize(items[targets], dim=-1)).sum(-1)           # (N,)
+    neg = h @ F.normalize(items[negatives], dim=-1).T                 # (N, K)
+    hinge = (neg - margin).clamp(min=0.0)
+    hinge = hinge.masked_fill(negatives[None, :] == targets[:, None], 0.0)
+    return ((1.0 - pos) + neg_weight * hinge.mean(dim=1)).mean()
+
+
 def uniform_negatives(n_items: int, k: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """(k,) item ids drawn uniformly (with replacement) from 1..n_items."""
     return torch.randint(1, n_items + 1, (k,), device=device)
@@ -152,3 +179,24 @@ def sequence_loss(name: str, hidden: torch.Tensor, targets: torch.Tensor, items:
     if name == "infonce":
         return infonce(hidden, targets, items, temperature, neg, log_q, prior)
     return sampled_softmax(hidden, targets, items, neg, log_q, temperature, prior)
+
+
+def ccl_loss(hidden: torch.Tensor, targets: torch.Tensor, items: torch.Tensor, n_negatives: int,
+             margin: float = 0.9, neg_weight: float = 150.0) -> torch.Tensor:
+    """``cosine_contrastive`` against ``n_negatives`` uniform items shared by the batch.
+
+    The authors' code draws K negatives per row; sharing them keeps a step at one (N, D) x (D, K)
+    product. Each row's expected loss is the same (its negatives are still K uniform draws); the
+    rows of a batch just see the same ones.
+    """
+    if n_negatives < 1:
+        raise ValueError(f"loss 'ccl' needs n_negatives >= 1, got {n_negatives}")
+    neg = uniform_negatives(items.shape[0] - 1, n_negatives, hidden.device)
+    return cosine_contrastive(hidden, targets, items, neg, margin, neg_weight)
+
+
+def check_ccl(model: str, n_negatives: int, margin: float, neg_weight: float) -> None:
+    """ConfigError unless a model config's CCL settings make sense (called by its validate)."""
+    if n_negatives < 1 or not -1.0 <= margin < 1.0 or neg_weight <= 0:
+        raise ConfigError(f"{model}: loss 'ccl' needs n_negatives >= 1, -1 <= margin < 1 (a "
+                          f"cosine) and neg_weight > 0, got {n_negatives}, {margin}, {neg_weight}")

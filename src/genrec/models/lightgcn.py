@@ -21,7 +21,10 @@ softmax over cosine similarities / ``temperature`` (scores are then cosines too,
 loss trained); both keep the L2 term on the users' and positives' ego embeddings. Not the paper's
 objective (Wu et al., "On the Effectiveness of Sampled Softmax Loss for Item Recommendation",
 2022, pair the two): every positive meets ``n_negatives`` negatives instead of one, and with a
-large batch an epoch needs fewer propagations. ``bpr`` stays the default.
+large batch an epoch needs fewer propagations. ``loss = "ccl"``: SimpleX's cosine contrastive
+loss (Mao et al., CIKM 2021; ``models._losses.cosine_contrastive``: 1 - cos(u, i+) plus
+``neg_weight`` times the mean of max(0, cos(u, j) - ``margin``) over the same shared uniform
+negatives), scored by cosine as well. ``bpr`` stays the default.
 
 Example:
     >>> import scipy.sparse as sp
@@ -44,17 +47,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from genrec.config import ConfigError
 from genrec.data.batches import NEGATIVES, PairBatch
 from genrec.models._layers import ContentItems, fold_in_scores, id_embeddings
 from genrec.models._sparse import binary_matrix
-from genrec.models._losses import sequence_loss
+from genrec.models._losses import ccl_loss, check_ccl, sequence_loss
 
 __all__ = ["LightGCNConfig", "LightGCN", "FUSIONS", "FUSION_STAGES", "PAIR_LOSSES",
-           "normalized_adjacency", "propagate"]
+           "COSINE_LOSSES", "normalized_adjacency", "propagate"]
 
 FUSIONS = ("none", "sum", "concat")
 FUSION_STAGES = ("before", "after")
-PAIR_LOSSES = ("bpr", "sampled", "infonce")
+PAIR_LOSSES = ("bpr", "sampled", "infonce", "ccl")
+COSINE_LOSSES = ("infonce", "ccl")  # these train cosines, so scores are cosines too
 
 
 @dataclass
@@ -74,32 +79,41 @@ class LightGCNConfig:
                                 # .parquet/.npz/.npy file keyed by raw item id (read by the builder)
     content_dim: int = 0        # C: width of the text vectors, filled by the builder
     loss: str = "bpr"           # bpr (the paper) | sampled | infonce: softmax over shared negatives
-    n_negatives: int = 1024     # sampled / infonce: uniform negatives per batch, shared by its rows
+                                # | ccl: SimpleX's cosine contrastive loss over them
+    n_negatives: int = 1024     # sampled / infonce / ccl: uniform negatives per batch, shared
     temperature: float = 1.0    # sampled: <e_u, e_i> / T; infonce: cos(e_u, e_i) / T (try ~0.1)
+    margin: float = 0.9         # ccl: only negatives with cos(e_u, e_j) > margin are pushed away
+    neg_weight: float = 150.0   # ccl: w, weight of the mean negative hinge against 1 - cos(u, i+)
 
     def validate(self) -> None:
         if self.negatives not in NEGATIVES:
-            raise ValueError(f"lightgcn: negatives {self.negatives!r} is not one of "
-                             f"{', '.join(NEGATIVES)}")
+            raise ConfigError(f"lightgcn: negatives {self.negatives!r} is not one of "
+                              f"{', '.join(NEGATIVES)}")
         if self.fusion not in FUSIONS or self.fusion_stage not in FUSION_STAGES:
-            raise ValueError(f"lightgcn: fusion must be one of {', '.join(FUSIONS)} and "
-                             f"fusion_stage one of {', '.join(FUSION_STAGES)}, got "
-                             f"{self.fusion!r}, {self.fusion_stage!r}")
+            raise ConfigError(f"lightgcn: fusion must be one of {', '.join(FUSIONS)} and "
+                              f"fusion_stage one of {', '.join(FUSION_STAGES)}, got "
+                              f"{self.fusion!r}, {self.fusion_stage!r}")
         if self.fusion != "none" and not (self.item_semantic or self.user_semantic):
-            raise ValueError("lightgcn: fusion needs item_semantic or user_semantic (or both); "
-                             "set fusion = 'none' for ID embeddings only")
+            raise ConfigError("lightgcn: fusion needs item_semantic or user_semantic (or both); "
+                              "set fusion = 'none' for ID embeddings only")
         if min(self.n_users, self.n_items, self.n_layers) < 0 or self.dim < 1:
-            raise ValueError(f"lightgcn: need n_users, n_items, n_layers >= 0 and dim >= 1, got "
-                             f"{self.n_users}, {self.n_items}, {self.n_layers}, {self.dim}")
+            raise ConfigError(f"lightgcn: need n_users, n_items, n_layers >= 0 and dim >= 1, got "
+                              f"{self.n_users}, {self.n_items}, {self.n_layers}, {self.dim}")
         if self.loss not in PAIR_LOSSES:
-            raise ValueError(f"lightgcn: loss {self.loss!r} is not one of "
-                             f"{', '.join(PAIR_LOSSES)}")
-        if self.loss != "bpr" and (self.n_negatives < 1 or self.temperature <= 0):
-            raise ValueError(f"lightgcn: loss {self.loss!r} needs n_negatives >= 1 and temperature "
-                             f"> 0, got {self.n_negatives}, {self.temperature}")
+            raise ConfigError(f"lightgcn: loss {self.loss!r} is not one of "
+                              f"{', '.join(PAIR_LOSSES)}")
+        if self.loss in ("sampled", "infonce") and (self.n_negatives < 1 or self.temperature <= 0):
+            raise ConfigError(f"lightgcn: loss {self.loss!r} needs n_negatives >= 1 and "
+                              f"temperature > 0, got {self.n_negatives}, {self.temperature}")
+        if self.loss == "ccl":
+            check_ccl("lightgcn", self.n_negatives, self.margin, self.neg_weight)
+        if self.loss != "bpr" and self.negatives != "uniform":
+            raise ConfigError(f"lightgcn: loss {self.loss!r} draws its own uniform negatives, "
+                              f"shared by the batch, so negatives = {self.negatives!r} would be "
+                              f"ignored; set negatives = 'uniform' (popularity is for bpr)")
         if self.l2 < 0 or self.init_std <= 0:
-            raise ValueError(f"lightgcn: need l2 >= 0 and init_std > 0, got {self.l2}, "
-                             f"{self.init_std}")
+            raise ConfigError(f"lightgcn: need l2 >= 0 and init_std > 0, got {self.l2}, "
+                              f"{self.init_std}")
 
 
 def _binary_interactions(interactions: sp.spmatrix, n_users: int, n_items: int) -> sp.csr_matrix:
@@ -240,7 +254,7 @@ class LightGCN(nn.Module):
         return users, items
 
     def _embeddings_for_scoring(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``embeddings()`` (unit length after an infonce loss: scores are then cosines), cached
+        """``embeddings()`` (unit length after infonce / ccl: scores are then cosines), cached
         without grad until a weight or buffer changes in place, so an evaluation propagates once
         however many user chunks it scores."""
         if torch.is_grad_enabled():
@@ -253,22 +267,25 @@ class LightGCN(nn.Module):
 
     def _scoring_geometry(self, users: torch.Tensor, items: torch.Tensor
                           ) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.config.loss != "infonce":
+        if self.config.loss not in COSINE_LOSSES:
             return users, items
         return F.normalize(users, dim=-1), F.normalize(items, dim=-1)
 
     # ---- the model contract --------------------------------------------------------------------
     def loss(self, batch: PairBatch) -> torch.Tensor:
         """BPR loss of the (user, positive, negative) triples (or, with ``loss`` sampled /
-        infonce, the softmax of each positive against shared uniform negatives) after one full
-        propagation, plus the L2 term on the batch's ego (layer-0 ID) embeddings."""
+        infonce, the softmax of each positive against shared uniform negatives; with ccl, the
+        cosine contrastive loss against them) after one full propagation, plus the L2 term on
+        the batch's ego (layer-0 ID) embeddings."""
         c = self.config
         if batch.pos is None or (batch.neg is None and c.loss == "bpr"):
             raise ValueError("lightgcn.loss needs a training batch with pos and neg (pair_batches)")
         users, items = self.embeddings()
         u, p = users[batch.users], items[batch.pos]  # (B, D') each
         ego = self.user_emb(batch.users).pow(2).sum() + self.item_emb(batch.pos).pow(2).sum()
-        if c.loss != "bpr":  # K uniform negatives shared by the batch, as for sequence models
+        if c.loss == "ccl":  # K uniform negatives shared by the batch, no softmax
+            main = ccl_loss(u, batch.pos, items, c.n_negatives, c.margin, c.neg_weight)
+        elif c.loss != "bpr":  # K uniform negatives shared by the batch, as for sequence models
             main = sequence_loss(c.loss, u, batch.pos, items, c.n_negatives, c.temperature)
         else:
             n = items[batch.neg]
