@@ -8,10 +8,11 @@ Deviations: users or items without a training interaction get normalisation 0, n
 authors' code multiplies by 1/0 = inf on such items), so they get and give score 0; V comes from
 ARPACK (scipy svds) with a fixed start vector, so a fit is deterministic.
 
-Memory (N items, k): P~ stays sparse, at most sum over users of deg_u^2 entries of 8 bytes
-(float32 value + int32 index; about 3x that while fit builds it), never a dense N x N matrix; V
-is 4 N k bytes (~42 MB for Gowalla's 41k items at k 256). ``score`` works on chunks of at most
-_CHUNK_CELLS / N users, so its temporaries stay under ~100 MB whatever batch it is given.
+Memory (U users, N items, k): P~ is never built: the linear part is scored as (r R~^T) R~, so
+the model keeps the sparse R~ (8 bytes per training interaction: ~6.5 MB for Gowalla, where P~
+would hold ~47M entries and ~380 MB) and V, 4 N k bytes (~42 MB for Gowalla's 41k items at
+k 256). ``score`` works on chunks of at most _CHUNK_CELLS / N users, so its temporaries stay
+under ~100 MB whatever batch it is given.
 
 Example:
     >>> import numpy as np, scipy.sparse as sp
@@ -90,7 +91,8 @@ class GFCF:
     def __init__(self, config: GFCFConfig) -> None:
         config.validate()
         self.config = config
-        self.linear: sp.csr_matrix | None = None  # P~ = R~^T R~: (N, N) sparse over items 1..N
+        self.r_norm: sp.csr_matrix | None = None  # R~: (U, N) sparse; P~ = R~^T R~ implicitly
+        self.r_norm_t: sp.csr_matrix | None = None  # R~^T as CSR, for r R~^T
         self.v: np.ndarray | None = None  # V: (N, k), top-k right singular vectors of R~
         self.item_degree: np.ndarray | None = None  # (N,) training users per item
 
@@ -104,21 +106,24 @@ class GFCF:
         d_user = np.asarray(r.sum(axis=1), dtype=c.dtype).ravel()
         d_item = np.asarray(r.sum(axis=0), dtype=c.dtype).ravel()
         r_norm = (sp.diags(_inv_sqrt(d_user)) @ r @ sp.diags(_inv_sqrt(d_item))).tocsr()
-        linear = (r_norm.T @ r_norm).tocsr()  # (N, N) sparse: only co-occurring items
-        linear.sort_indices()
         v, s = _top_right_singular_vectors(r_norm, c.k)
         if s.min() < _RANK_TOL * max(float(s.max()), 1e-30):
             raise ValueError(f"gfcf: params.k {c.k} is more than the rank of the normalised "
                              f"train matrix ({int((s >= _RANK_TOL * s.max()).sum())} of the {c.k} "
                              f"largest singular values are not ~0); lower params.k")
-        self.linear, self.v, self.item_degree = linear, v, d_item
+        self._set_r(r_norm)
+        self.v, self.item_degree = v, d_item
         return self
+
+    def _set_r(self, r_norm: sp.csr_matrix) -> None:
+        r_norm.sort_indices()
+        self.r_norm, self.r_norm_t = r_norm, r_norm.T.tocsr()
 
     def score(self, users: np.ndarray, history: sp.spmatrix) -> np.ndarray:
         """(B, n_items+1) float32 = r P~ + alpha r D_I^-1/2 V V^T D_I^1/2; column 0 is -inf."""
-        if self.linear is None or self.v is None or self.item_degree is None:
+        if self.r_norm is None or self.v is None or self.item_degree is None:
             raise RuntimeError("GFCF has no filters yet: call fit() or load_state_dict()")
-        n, dtype = self.config.n_items, self.linear.dtype
+        n, dtype = self.config.n_items, self.r_norm.dtype
         h = binary_matrix(history[users], n, "history matrix")[:, 1:].astype(dtype)  # (B, N)
         h_in = (h @ sp.diags(_inv_sqrt(self.item_degree))).tocsr()  # r D_I^-1/2
         d_out = np.sqrt(self.item_degree)  # D_I^1/2: 0 for an item nobody trained on
@@ -129,30 +134,31 @@ class GFCF:
             hi = min(lo + step, h.shape[0])
             ideal = (h_in[lo:hi] @ self.v) @ self.v.T  # (b, k) @ (k, N): dense
             ideal *= self.config.alpha * d_out
-            ideal += (h[lo:hi] @ self.linear).toarray()  # sparse x sparse: co-occurring only
+            ideal += ((h[lo:hi] @ self.r_norm_t) @ self.r_norm).toarray()  # r P~, sparse
             out[lo:hi, 1:] = ideal
         return out
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        if self.linear is None or self.v is None or self.item_degree is None:
+        if self.r_norm is None or self.v is None or self.item_degree is None:
             raise RuntimeError("GFCF has nothing to save yet: call fit() first")
-        p = self.linear
-        return {"linear_data": p.data.copy(), "linear_indices": p.indices.copy(),
-                "linear_indptr": p.indptr.copy(), "v": self.v.copy(),
+        r = self.r_norm
+        return {"r_data": r.data.copy(), "r_indices": r.indices.copy(),
+                "r_indptr": r.indptr.copy(), "v": self.v.copy(),
                 "item_degree": self.item_degree.copy()}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         n, dtype = self.config.n_items, self.config.dtype
         v = np.asarray(state["v"], dtype=dtype)
         degree = np.asarray(state["item_degree"], dtype=dtype)
-        indptr = np.asarray(state["linear_indptr"])
-        if v.shape != (n, self.config.k) or degree.shape != (n,) or indptr.shape != (n + 1,):
-            raise ValueError(f"saved GFCF filters have V {v.shape}, degrees {degree.shape}, "
-                             f"indptr {indptr.shape}; this config expects ({n}, "
-                             f"{self.config.k}), ({n},), ({n + 1},): was the run made on "
-                             f"another dataset or with another params.k?")
-        data = np.asarray(state["linear_data"], dtype=dtype)
-        linear = sp.csr_matrix((data, np.asarray(state["linear_indices"]), indptr),
-                               shape=(n, n), copy=True)
-        linear.check_format(full_check=True)
-        self.linear, self.v, self.item_degree = linear, v.copy(), degree.copy()
+        indices = np.asarray(state["r_indices"])
+        indptr = np.asarray(state["r_indptr"])
+        if v.shape != (n, self.config.k) or degree.shape != (n,) or \
+                (len(indices) and indices.max() >= n):
+            raise ValueError(f"saved GFCF filters have V {v.shape}, degrees {degree.shape}; this "
+                             f"config expects ({n}, {self.config.k}), ({n},): was the run made "
+                             f"on another dataset or with another params.k?")
+        data = np.asarray(state["r_data"], dtype=dtype)
+        r_norm = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n), copy=True)
+        r_norm.check_format(full_check=True)
+        self._set_r(r_norm)
+        self.v, self.item_degree = v.copy(), degree.copy()
