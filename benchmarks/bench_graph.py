@@ -83,7 +83,7 @@ def main() -> None:
                "CPU s": f"{r['cpu']:.0f}", "peak RSS": f"{r['rss_gb']:.2f} GB",
                "command": r["command"], "note": args.note}
         record(TABLE, row, metrics={"Recall@20": test["Recall@20"], "NDCG@20": test["NDCG@20"]})
-        print(name, row["metrics"], row["CPU s"], "CPU s")
+        print(name, row["Recall@20"], row["NDCG@20"], row["CPU s"], "CPU s")
 
 
 if __name__ == "__main__":
