@@ -1,6 +1,7 @@
 """Benchmark results as data: the JSON-lines records under ``benchmarks/results/``.
 
-One file per BENCHMARKS.md section (``<slug of the section title>.jsonl``); every run appends,
+One file per section (``<slug of the section title>.jsonl``) of BENCHMARKS.md or, for the
+research tables that ``render.FILES`` names, experiments/RESULTS.md; every run appends,
 nothing is rewritten. Two kinds of line:
 
 * ``{"kind": "section", ...}``: the section's paragraph (``intro``), its column order and whether

@@ -6,10 +6,11 @@
 
 A research notebook, not a benchmark: it sits outside the "benchmarks regenerate BENCHMARKS.md"
 contract (nothing else depends on it and it need not be rerun to refresh the tables), but it
-still records through ``benchmarks/_record.py``, so its three tables in BENCHMARKS.md stay and a
-rerun updates them. It asks whether content vectors help the items with the fewest training
-interactions, using the experiment knobs of ``SASRecConfig`` (item_repr, content, count_gate,
-id_dropout, logit_adjust; their defaults are the plain id model). Sections (until this file
+still records through ``benchmarks/_record.py``, so its three tables (rendered in
+experiments/RESULTS.md, not BENCHMARKS.md: ``render.FILES``) stay and a rerun updates them. It
+asks whether content vectors help the items with the fewest training interactions, using the
+experiment knobs of ``SASRecConfig`` (item_repr, content, count_gate, id_dropout, logit_adjust;
+their defaults are the plain id model). Sections (until this file
 moved out of ``benchmarks/bench_sequential.py`` they were its ``--only`` sections of the same
 names, with the same flags):
 
@@ -204,8 +205,8 @@ ABLATION_INTRO = (
 
 
 def _start_table(table: str, intro: str, extra_columns: list[str], subset: bool) -> None:
-    """(Re)start one of the ablation's tables in BENCHMARKS.md with its intro; a run on a subset
-    (of the datasets or variants) appends its rows and keeps the others'."""
+    """(Re)start one of the ablation's tables (in experiments/RESULTS.md) with its intro; a run
+    on a subset (of the datasets or variants) appends its rows and keeps the others'."""
     from _record import COLUMNS, reset_table
 
     reset_table(REPO / "BENCHMARKS.md", table, intro, COLUMNS + extra_columns, append=subset)

@@ -1,6 +1,7 @@
 """BENCHMARKS.md is rendered from benchmarks/results/*.jsonl (issue 17): the latest record per
-setting wins, every row names its commit, the file stays small, and the committed BENCHMARKS.md
-and README headline are exactly what benchmarks/render.py makes of the committed records."""
+setting wins, every row names its commit, the file stays small, and the committed BENCHMARKS.md,
+experiments/RESULTS.md (the research tables of experiments/cold_tail.py) and README headline are
+exactly what benchmarks/render.py makes of the committed records."""
 
 from __future__ import annotations
 
@@ -79,6 +80,25 @@ def test_record_appends_jsonl_and_rerenders(tmp_path, bench):
     assert "0.6000" not in text and "amazon-beauty" in text and "Regenerated." in text
 
 
+def test_research_sections_render_in_their_own_file(tmp_path, bench):
+    record_, results, render = bench
+    markdown = tmp_path / "BENCHMARKS.md"
+    research = tmp_path / render.RESEARCH
+    title = next(iter(render.FILES))
+    row = {"dataset": "ml-100k", "protocol": "P1", "metrics": "R@10 0.5000 · N@10 0.2500"}
+    record_.record("Tiny", row, markdown)
+    assert not research.exists()  # no research records: no research file
+    record_.record(title, {**row, "metrics": "R@10 0.7000 · N@10 0.3500"}, markdown)
+    assert (results.results_dir(markdown) / f"{results.slug(title)}.jsonl").exists()
+    bench_text, research_text = (p.read_text(encoding="utf-8") for p in (markdown, research))
+    assert f"## {title}" in research_text and f"## {title}" not in bench_text
+    assert "## Tiny" in bench_text and "## Tiny" not in research_text
+    assert f"]({render.RESEARCH})" in bench_text  # the pointer
+    assert render.write(markdown) == []
+    research.write_text("stale", encoding="utf-8")
+    assert render.write(markdown, check=True) == [research]  # --check sees the research file
+
+
 def test_committed_benchmarks_md_is_the_rendered_records(bench):
     _, results, render = bench
     folder = REPO / "benchmarks" / "results"
@@ -86,6 +106,10 @@ def test_committed_benchmarks_md_is_the_rendered_records(bench):
     assert markdown == render.render_benchmarks(folder), (
         "BENCHMARKS.md differs from the records: run .venv/bin/python benchmarks/render.py")
     assert len(markdown.encode()) < 40_000
+    research = (REPO / render.RESEARCH).read_text(encoding="utf-8")
+    assert research == render.render_research(folder), (
+        f"{render.RESEARCH} differs from the records: run .venv/bin/python benchmarks/render.py")
+    assert render.write(REPO / "BENCHMARKS.md", check=True) == []
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = readme[readme.index(render.START):readme.index(render.END) + len(render.END)]
     assert block == render.render_headline(folder, REPO / "benchmarks" / "anchors.jsonl")
@@ -93,7 +117,14 @@ def test_committed_benchmarks_md_is_the_rendered_records(bench):
     # every number of a table row is in the record it shows (its cells or parsed metrics)
     sections = {r["section"]: records for records in results.read_records(folder).values()
                 for r in records[:1]}
-    for part in re.split(r"^## ", markdown, flags=re.M)[1:]:
+    # every section is rendered in exactly one of the two files, and in the one FILES names
+    shown = {name: [p.splitlines()[0] for p in re.split(r"^## ", text, flags=re.M)[1:]]
+             for name, text in (("BENCHMARKS.md", markdown), (render.RESEARCH, research))}
+    everywhere = [title for titles in shown.values() for title in titles]
+    assert sorted(everywhere) == sorted(sections)
+    assert set(shown[render.RESEARCH]) == set(render.FILES) == {
+        t for t in sections if render.rendered_in(t) == render.RESEARCH}
+    for part in re.split(r"^## ", markdown + research, flags=re.M)[1:]:
         _, rows = render.current(sections[part.splitlines()[0]])
         lines = [line for line in part.splitlines() if line.startswith("| ")][1:]
         assert len(lines) == len(rows)
