@@ -146,3 +146,38 @@ def test_scoring_in_small_chunks_gives_the_same_scores(monkeypatch):
     monkeypatch.setattr(gfcf, "_CHUNK_CELLS", 25)  # two users (12 items) per chunk
     np.testing.assert_allclose(m.score(users, history), whole, rtol=1e-6)
     np.testing.assert_allclose(m.score(users[::-1], history), whole[::-1], rtol=1e-6)
+
+
+def reference_sharpened(train, history, alpha, k, t_s, steps):
+    """BSPM's sharpening literally: RK4 steps of ds/dt = -s P~ from the GF-CF score."""
+    r = (train[:, 1:] > 0).astype(np.float64)
+    d_user, d_item = r.sum(axis=1), r.sum(axis=0)
+    inv_u = np.array([1 / np.sqrt(d) if d > 0 else 0.0 for d in d_user])
+    inv_i = np.array([1 / np.sqrt(d) if d > 0 else 0.0 for d in d_item])
+    r_norm = np.diag(inv_u) @ r @ np.diag(inv_i)
+    p = r_norm.T @ r_norm
+    f = lambda y: -y @ p  # noqa: E731
+    s, h = reference_scores(train, history, alpha, k), t_s / steps
+    for _ in range(steps):
+        k1 = f(s)
+        k2 = f(s + h / 2 * k1)
+        k3 = f(s + h / 2 * k2)
+        k4 = f(s + h * k3)
+        s = s + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    return s
+
+
+@pytest.mark.parametrize("t_s,steps", [(2.5, 1), (1.0, 3)])
+def test_bspm_sharpening_matches_literal_rk4(t_s, steps):
+    x = planted(3)
+    model = fitted(x, alpha=0.2, k=4, sharpen=t_s, sharpen_steps=steps, dtype="float64")
+    got = model.score(np.arange(x.shape[0]), sp.csr_matrix(x))[:, 1:]
+    np.testing.assert_allclose(got, reference_sharpened(x, x, 0.2, 4, t_s, steps), rtol=1e-6,
+                               atol=1e-8)
+
+
+def test_bspm_settings_are_checked():
+    with pytest.raises(ValueError, match="sharpen"):
+        GFCFConfig(sharpen=-1.0).validate()
+    with pytest.raises(ValueError, match="sharpen_steps"):
+        GFCFConfig(sharpen=1.0, sharpen_steps=0).validate()
