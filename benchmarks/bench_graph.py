@@ -29,8 +29,9 @@ TABLE = "Graph recall — P2 Gowalla"
 INTRO = ("Protocol P2 (PROTOCOL.md): the LightGCN fixed Gowalla split (810,128 train / 217,242 "
          "test; 29,858 users, 40,981 items), full ranking, training items masked. Published: "
          "LightGCN 0.1830 / 0.1554, GF-CF 0.1849 / 0.1518, SimpleX 0.1872 / 0.1557 (Recall@20 / "
-         "NDCG@20), BSPM 0.1920 / 0.1626. Closed-form rows use the published setting; trained rows early-stop on a "
-         "validation part carved from train. CPU s = the training process's user + system time.")
+         "NDCG@20), BSPM 0.1920 / 0.1626. Closed-form rows use the published setting; "
+         "trained rows early-stop on a validation part carved from train. CPU s = the training "
+         "process's user + system time.")
 HEADER = ["model", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10", "valid Recall@20",
           "vs published", "epochs", "fit s", "eval s", "CPU s", "peak RSS", "note", "machine",
           "date (UTC)", "command"]
@@ -69,7 +70,8 @@ def main() -> None:
         r = run_preset(name, args.out, args.sets)
         test, valid = r["metrics"]["test"], r["metrics"].get("valid", {})
         train = r["info"].get("train", {})
-        paper = PUBLISHED.get("simplex" if "ccl" in name else "bspm" if "bspm" in name else r["model"])
+        key = "simplex" if "ccl" in name else "bspm" if "bspm" in name else r["model"]
+        paper = PUBLISHED.get(key)
         gap = (f"{test['Recall@20'] - paper[0]:+.4f} / {test['NDCG@20'] - paper[1]:+.4f}"
                if paper else "–")
         row = {"model": name, "Recall@20": f"{test['Recall@20']:.4f}",
