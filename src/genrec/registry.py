@@ -23,6 +23,7 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "sasrec": ("genrec.models.sasrec", "SASRec", "SASRecConfig"),
     "hstu": ("genrec.models.hstu", "HSTU", "HSTUConfig"),
     "tiger": ("genrec.models.tiger", "TIGER", "TIGERConfig"),
+    "semid": ("genrec.models.semid", "SemID", "SemIDConfig"),
     "two_tower": ("genrec.models.two_tower", "TwoTower", "TwoTowerConfig"),
     "bpr": ("genrec.models.bpr", "BPR", "BPRConfig"),
     "lightgcn": ("genrec.models.lightgcn", "LightGCN", "LightGCNConfig"),

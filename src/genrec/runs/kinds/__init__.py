@@ -8,7 +8,7 @@ serving, recall and benchmarks ask the adapter; they never inspect the model.
               popularity, ItemCF, EASE                                          (matrix.py)
     pairs     trained on (user, positive, negative) ``PairBatch`` triples; ``score(PairBatch)``
               by user index: BPR, LightGCN; users without training items: popularity (pairs.py)
-    sequence  trained on ``SeqBatch`` histories; ``score(SeqBatch)``: SASRec, HSTU, TIGER,
+    sequence  trained on ``SeqBatch`` histories; ``score(SeqBatch)``: SASRec, HSTU, TIGER, SemID,
               two-tower                                                         (sequence.py)
 
 Room for two more, each one adapter file plus one ``KINDS`` line: ``features`` (rankers over a

@@ -1,4 +1,5 @@
-"""The ``sequence`` kind: models that read a user's item history (SASRec, HSTU, TIGER, two-tower).
+"""The ``sequence`` kind: models that read a user's item history (SASRec, HSTU, TIGER, SemID,
+two-tower).
 
 Contract: ``config.max_len`` (inputs keep the most recent ``max_len`` items), ``loss(SeqBatch)``
 on ``train_batches`` and ``score(SeqBatch) -> (B, n_items + 1)`` on ``eval_batch``; a user with
