@@ -32,7 +32,7 @@ INTRO = ("Protocol P2 (PROTOCOL.md): the LightGCN fixed Gowalla split (810,128 t
          "NDCG@20), BSPM 0.1920 / 0.1626. Closed-form rows use the published setting; "
          "trained rows early-stop on a validation part carved from train. CPU s = the training "
          "process's user + system time.")
-HEADER = ["model", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10", "valid Recall@20",
+HEADER = ["dataset", "protocol", "model", "Recall@20", "NDCG@20", "Recall@10", "NDCG@10", "valid Recall@20",
           "vs published", "epochs", "fit s", "eval s", "CPU s", "peak RSS", "note", "machine",
           "date (UTC)", "command"]
 PUBLISHED = {"lightgcn": (0.1830, 0.1554), "gfcf": (0.1849, 0.1518), "simplex": (0.1872, 0.1557),
@@ -74,7 +74,8 @@ def main() -> None:
         paper = PUBLISHED.get(key)
         gap = (f"{test['Recall@20'] - paper[0]:+.4f} / {test['NDCG@20'] - paper[1]:+.4f}"
                if paper else "–")
-        row = {"model": name, "Recall@20": f"{test['Recall@20']:.4f}",
+        row = {"dataset": "gowalla", "protocol": "P2 fixed LightGCN split, train masked",
+               "model": name, "Recall@20": f"{test['Recall@20']:.4f}",
                "NDCG@20": f"{test['NDCG@20']:.4f}", "Recall@10": f"{test['Recall@10']:.4f}",
                "NDCG@10": f"{test['NDCG@10']:.4f}",
                "valid Recall@20": f"{valid['Recall@20']:.4f}" if "Recall@20" in valid else "–",
