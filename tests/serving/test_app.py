@@ -423,3 +423,19 @@ def test_itemcf_on_real_ml100k(shared_data, tmp_path, monkeypatch):
     assert [it["item_id"] for it in recs["items"]] == [it["item_id"] for it in expected["items"]]
     assert by_number == {**recs, "latency_ms": by_number["latency_ms"]}
     assert numeric_history.status_code == 200 and len(numeric_history.json()["items"]) == 3
+
+
+def test_search_on_a_catalogue_without_text_is_refused_not_matched_against_ids(tmp_path,
+                                                                              monkeypatch):
+    from genrec.data.prepare import prepare
+
+    monkeypatch.setenv("GENREC_HOME", str(tmp_path / "home"))
+    rows = ["user_id,item_id"] + [f"u{u},{100 + (u + t) % 9}" for u in range(12) for t in range(4)]
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    prepare("ids_only", path=tmp_path / "log.csv", mapping={"user": "user_id", "item": "item_id"})
+    train(make_config("popularity", ["data.name=ids_only"]), tmp_path / "run")
+    with TestClient(create_app(tmp_path / "run", search="auto")) as c:
+        assert c.get("/health").json()["search"] == "none"
+        r = c.get("/search", params={"q": "101"})
+        assert r.status_code == 404 and "no item text" in r.json()["detail"]
+        assert c.post("/recommend", json={"user_id": "u1", "k": 3}).status_code == 200

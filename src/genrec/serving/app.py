@@ -45,7 +45,8 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTex
 from fastapi.staticfiles import StaticFiles
 
 from genrec import __version__
-from genrec.serving.bundle import Bundle, UnknownItemsError, UnknownUserError, load_bundle
+from genrec.serving.bundle import (Bundle, NoItemTextError, UnknownItemsError, UnknownUserError,
+                                   load_bundle)
 from genrec.serving.metrics import Metrics, MetricsMiddleware
 from genrec.serving.schemas import (MAX_ID_LENGTH, MAX_K, MAX_QUERY_LENGTH, ErrorBody, Health,
                                     ItemDetails, ItemRef, RecommendRequest, RecommendResponse,
@@ -213,6 +214,10 @@ def create_app(run_dir: str | Path | None = None, *, bundle: Bundle | None = Non
 
     @app.exception_handler(UnknownUserError)
     async def unknown_user(request: Request, e: UnknownUserError) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=404)
+
+    @app.exception_handler(NoItemTextError)
+    async def no_item_text(request: Request, e: NoItemTextError) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=404)
 
     @app.post("/recommend", response_model=RecommendResponse, responses=_BODY_ERRORS)

@@ -68,6 +68,26 @@ class UnknownUserError(DataError):
     """A raw user id the dataset does not have."""
 
 
+class NoItemTextError(DataError):
+    """/search on a catalogue without any item text (no title or text column)."""
+
+
+class NoTextSearch:
+    """The search of a catalogue without item text: every query is refused with the reason,
+    instead of matching the words against raw item ids."""
+
+    name = "none"
+    source = "no item text in the dataset"
+
+    def __init__(self, dataset: str) -> None:
+        self.dataset = dataset
+
+    def search(self, query: str, k: int) -> tuple[np.ndarray, np.ndarray]:
+        raise NoItemTextError(f"dataset {self.dataset!r} has no item text (no title or text "
+                              f"column), so there is nothing to search; look items up by id "
+                              f"with GET /items/{{item_id}}")
+
+
 @dataclass
 class Bundle:
     run: Run
@@ -215,6 +235,8 @@ def load_bundle(run_dir: str | Path, search: str = "auto", threads: int | None =
     source, similar = recommender.kind.similar(run, recommender.known)
     if is_search_run(search):  # a `genrec search train` run: generate-and-rank
         index = GenerateRankIndex(search, [str(r) for r in item_ids])
+    elif "title" not in run.dataset.items.columns and not details:  # raw ids are not text
+        index = NoTextSearch(run.dataset.name)
     else:
         index = build_text_index(_search_texts(titles, details), search, cache_dir=Path(run_dir),
                                  dataset_dir=run.dataset.path)
