@@ -114,6 +114,11 @@ CASES = [
                               "--device", "tpu"), "device"),
     Case("embed-unsafe-name", ("embed", "items", "--data", "tiny", "--encoder", "tfidf", "--name",
                                "../x"), "not a safe"),
+    Case("embed-template-unknown-column", ("embed", "items", "--data", "tiny", "--encoder",
+                                           "tfidf", "--template", "{{nosuch}}"),
+         "use those in --template"),
+    Case("embed-no-text-columns", ("embed", "items", "--data", "notext", "--encoder", "tfidf"),
+         "no text column"),
     Case("semantic-ids-method", ("semantic-ids", "build", "--data", "tiny", "--vectors", "tfidf",
                                  "--method", "pq"), "not one of"),
     Case("report-out-user-folder", ("data", "report", "tiny", "--out", "{ws}/victim"),
@@ -167,6 +172,8 @@ def ws(tmp_path_factory):
               "mapping={'user': 'user_id', 'item': 'item_id', 'time': 'ts', "
               "'items_path': 'items.csv'})")
     subprocess.run([sys.executable, "-c", script], cwd=ws, env=env, check=True)
+    subprocess.run([sys.executable, "-c", script.replace("'tiny'", "'notext'").replace(
+        ", 'items_path': 'items.csv'", "")], cwd=ws, env=env, check=True)
     for argv in (("train", "ease", "--data", "tiny", "--set", "params.l2=10", "--out",
                   "runs/ease"),
                  ("embed", "items", "--data", "tiny", "--encoder", "tfidf")):

@@ -98,6 +98,13 @@ class TextTemplate:
         else:
             wanted = tuple(fields) if fields else tuple(f for f in TEXT_FIELDS if f in columns)
         missing = [f for f in wanted if f not in columns]
+        if template is not None and (missing or not wanted):
+            raise DataError(f"text template {template!r} names {missing or 'no column'}, not "
+                            f"among the item columns {columns}: use those in --template")
+        if not wanted and not fields:
+            raise DataError(f"the items have no text column to encode (items.parquet has "
+                            f"{columns}); prepare the dataset with an items file that has "
+                            f"titles, or pick columns with --fields")
         if missing or not wanted:
             raise DataError(f"text field(s) {missing or '(none)'} are not item columns; "
                             f"items.parquet has {columns}: pick from those with --fields")
