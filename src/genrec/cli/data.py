@@ -11,7 +11,8 @@ from rich.table import Table
 from genrec.cli._common import console
 from genrec.cli.embed import enrich_cmd
 from genrec.data.ingest import Filters
-from genrec.data.prepare import dataset_dir, load_dataset, prepare
+from genrec.data.dataset import DataError, read_meta
+from genrec.data.prepare import dataset_dir, load_dataset, prepare, prepared_datasets
 from genrec.data.presets import PRESETS
 from genrec.data.sources import genrec_home
 
@@ -21,9 +22,7 @@ app = typer.Typer(help="List, prepare and describe datasets.", no_args_is_help=T
 @app.command("list")
 def list_() -> None:
     """Known dataset presets and whether they are prepared here, then your own prepared datasets."""
-    root = genrec_home() / "datasets"
-    prepared = sorted(p.name for p in root.iterdir() if (p / "meta.json").is_file()) \
-        if root.is_dir() else []
+    root, prepared = genrec_home() / "datasets", prepared_datasets()
     table = Table("name", "prepared", "description")
     for name, preset in PRESETS.items():
         variants = [p for p in prepared if p == name or p.startswith(name + "@")]
@@ -34,19 +33,13 @@ def list_() -> None:
         mine = Table("name", "users", "items", "interactions", "source",
                      title="your prepared datasets (use the name with --data)", title_justify="left")
         for name in own:
-            meta = _meta(root / name)
+            try:
+                meta = read_meta(root / name)
+            except DataError:
+                meta = {}
             mine.add_row(name, f"{meta.get('n_users', 0):,}", f"{meta.get('n_items', 0):,}",
                          f"{meta.get('n_interactions', 0):,}", str(meta.get("source", "")))
         console.print(mine)
-
-
-def _meta(folder: Path) -> dict:
-    import json
-
-    try:
-        return json.loads((folder / "meta.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 @app.command("prepare")

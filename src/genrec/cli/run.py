@@ -17,8 +17,8 @@ from genrec.cli._common import console, metrics_by_k, metrics_table, refuse_exis
 from genrec.config import ConfigError
 from genrec.data.dataset import DataError
 from genrec.data.prepare import load_dataset
-from genrec.runs import (check_run_out, evaluate_run, load_run, make_config, model_kind,
-                         recommend, recommend_all, train)
+from genrec.runs import (check_run_out, check_stage, evaluate_run, load_run, make_config,
+                         model_kind, recommend, recommend_all, train)
 from genrec.training.distributed import launch
 
 SHOWN = ["HR@10", "NDCG@10", "Recall@20", "NDCG@20", "MRR@10", "AUC"]
@@ -40,7 +40,6 @@ def train_cmd(
     sets = list(set_) + ([f"data.name={data}"] if data else []) + ([f"data.split={split}"] if split else [])
     cfg = make_config(model, sets, config)
     out = out or Path("runs") / f"{cfg.model}_{Path(cfg.data.name).name}_{cfg.data.split}"
-    check_run_out(out, cfg.model, force or resume)  # before any work
     if not data and not config and not any(s.startswith("data.name=") for s in set_):
         console.print(f"[yellow]note:[/] no --data given: training on {cfg.data.name} (the default)")
     if resume and not (out / "checkpoint.pt").is_file():
@@ -51,6 +50,7 @@ def train_cmd(
         if not model_kind(cfg.model).trains:
             raise ConfigError(f"--nproc trains gradient models with DDP; {cfg.model!r} is fitted "
                               f"in closed form, so run it without --nproc")
+        check_run_out(out, cfg.model, force or resume)  # train() checks it in the workers too late
         load_dataset(cfg.data.name, cfg.data.filters())  # prepared once here; workers only read
         args = ["train", cfg.model, "--out", str(out.resolve())]
         args += [a for s in sets for a in ("--set", s)]
@@ -66,7 +66,6 @@ def train_cmd(
     console.print(f"fit {run.info['fit_seconds']}s, test eval {run.info['eval_seconds']}s -> {out}")
 
 
-STAGES = ("valid", "test")
 FALLBACKS = ("popular",)
 
 
@@ -78,9 +77,7 @@ def evaluate_cmd(
                                                        ".csv or .parquet file (a new file)"),
 ) -> None:
     """Re-evaluate a saved run (full ranking, history masked)."""
-    if stage not in STAGES:
-        raise ConfigError(f"--stage {stage!r} is not one of {', '.join(STAGES)}; the train part "
-                          f"is what the model learned from, so it is not evaluated")
+    check_stage(stage)
     if per_user is not None:
         refuse_existing_file(per_user)
     run = load_run(run_dir)
@@ -88,8 +85,7 @@ def evaluate_cmd(
     if per_user is not None:
         import polars as pl
 
-        user_ids = run.dataset.users.sort("user_idx")["user_id"].cast(pl.Utf8).to_numpy()
-        table = pl.DataFrame({"user_id": user_ids[result.users],
+        table = pl.DataFrame({"user_id": run.dataset.user_ids[result.users],
                               **{k: v for k, v in result.per_user.items()}})
         write_table(table, per_user)
     if as_json:

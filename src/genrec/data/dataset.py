@@ -29,7 +29,7 @@ import polars as pl
 
 from genrec._files import atomic_dir
 
-__all__ = ["Dataset", "DataError", "SCHEMA_VERSION", "INTERACTION_SCHEMA"]
+__all__ = ["Dataset", "DataError", "SCHEMA_VERSION", "INTERACTION_SCHEMA", "read_meta"]
 
 SCHEMA_VERSION = 1
 INTERACTION_SCHEMA = {
@@ -42,6 +42,16 @@ INTERACTION_SCHEMA = {
 
 class DataError(ValueError):
     """Bad or missing input data; the message names the problem and the fix."""
+
+
+def read_meta(path: str | Path) -> dict[str, Any]:
+    """The ``meta.json`` of the prepared dataset folder ``path`` (DataError when unreadable)."""
+    file = Path(path).expanduser() / "meta.json"
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise DataError(f"{file} is not readable JSON ({e}); prepare the dataset again with "
+                        f"`genrec data prepare NAME --force`") from None
 
 
 @dataclass
@@ -73,6 +83,11 @@ class Dataset:
         ids[0] = ""
         ids[self.items["item_idx"].to_numpy()] = self.items["item_id"].to_numpy()
         return ids
+
+    @property
+    def user_ids(self) -> np.ndarray:
+        """Raw user id (str) per user_idx."""
+        return self.users.sort("user_idx")["user_id"].cast(pl.Utf8).to_numpy()
 
     def user_index(self, raw_id: str) -> int:
         """user_idx of a raw user id; DataError if unknown."""
@@ -144,11 +159,7 @@ class Dataset:
                 f"{path} is not a prepared genrec dataset (missing {', '.join(missing)}); "
                 f"run `genrec data prepare NAME` first"
             )
-        try:
-            meta = json.loads((path / "meta.json").read_text())
-        except (ValueError, UnicodeDecodeError) as e:
-            raise DataError(f"{path / 'meta.json'} is not valid JSON ({e}); prepare the dataset "
-                            f"again with `genrec data prepare NAME --force`") from None
+        meta = read_meta(path)
         if meta.get("schema_version") != SCHEMA_VERSION:
             raise DataError(
                 f"{path} has schema version {meta.get('schema_version')}, this genrec reads "

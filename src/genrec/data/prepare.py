@@ -19,13 +19,13 @@ from typing import Any
 import polars as pl
 
 from genrec._files import safe_name
-from genrec.data.dataset import DataError, Dataset
+from genrec.data.dataset import DataError, Dataset, read_meta
 from genrec.data.formats import RawData
 from genrec.data.ingest import Filters, build_dataset
 from genrec.data.presets import PRESETS, get_preset
 from genrec.data.sources import genrec_home, resolve_raw_dir
 
-__all__ = ["prepare", "load_dataset", "dataset_dir", "read_raw"]
+__all__ = ["prepare", "load_dataset", "dataset_dir", "read_raw", "prepared_datasets"]
 
 
 def dataset_dir(name: str, filters: Filters = Filters()) -> Path:
@@ -39,11 +39,16 @@ def check_filters(filters: Filters) -> None:
                         f"min_item={filters.min_item}; use 0 to keep every user and item")
 
 
+def prepared_datasets() -> list[str]:
+    """Names of every dataset prepared under $GENREC_HOME (filtered copies as ``shop@u5i5``)."""
+    root = genrec_home() / "datasets"
+    return sorted(p.name for p in root.iterdir() if (p / "meta.json").is_file()) \
+        if root.is_dir() else []
+
+
 def prepared_variants(name: str) -> list[str]:
     """Names of the prepared copies of ``name`` under other filters (``shop@u5i5`` ...)."""
-    root = genrec_home() / "datasets"
-    return sorted(p.name for p in root.glob(f"{name}@*") if (p / "meta.json").is_file()) \
-        if root.is_dir() else []
+    return [p for p in prepared_datasets() if p.startswith(f"{name}@")]
 
 
 def _read_error(path: Path, e: Exception) -> DataError:
@@ -123,10 +128,10 @@ def prepare(
     if raw.info.get("partial"):
         warnings.warn(f"{name}: {raw.info['partial']}", stacklevel=2)
     if path is not None and (out / "meta.json").is_file():
-        try:
-            old = Dataset.load(out)
-            if old.content_hash == ds.content_hash:  # same data: keep vectors, IDs, report
-                return old
+        try:  # same data: keep the prepared copy with its vectors, IDs and report
+            old = read_meta(out).get("content_hash") or Dataset.load(out).content_hash
+            if old == ds.content_hash:
+                return Dataset.load(out)
         except DataError:
             pass  # broken copy: replaced below
     ds.save(out)
@@ -142,7 +147,7 @@ def _check_same_source(name: str, out: Path, path: Path) -> None:
     if not (out / "meta.json").is_file():
         return
     try:
-        source = str(Dataset.load(out).meta.get("source", ""))
+        source = str(read_meta(out).get("source", ""))
     except DataError:
         return  # a broken copy holds nothing worth keeping
     if source and Path(source).expanduser().resolve() != path.expanduser().resolve():

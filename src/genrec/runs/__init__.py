@@ -62,7 +62,7 @@ from genrec.training.trainer import fit
 __all__ = ["DataConfig", "EvalConfig", "RunConfig", "Run", "make_config", "train", "load_run",
            "evaluate_run", "recommend", "recommend_all", "content_vectors", "user_feature_codes",
            "check_run_out", "RUN_MARKERS", "build_model", "scorer", "check_run_dir", "save_run",
-           "Recommendation", "Recommender", "model_kind"]
+           "Recommendation", "Recommender", "model_kind", "STAGES", "check_stage"]
 
 
 @dataclass
@@ -76,8 +76,7 @@ class Run:
 
     def evaluate(self, stage: str = "test") -> dict[str, float]:
         """Full-ranking metrics of ``stage`` ("valid" or "test"), history masked."""
-        if stage not in ("valid", "test"):
-            raise ConfigError(f"stage {stage!r} is not one of valid, test")
+        check_stage(stage)
         return evaluate_run(self, stage).metrics
 
     def recommend(self, user: str, k: int = 10, fallback: str | None = None) -> list[dict]:
@@ -90,6 +89,16 @@ def scorer(run: Run, stage: str) -> Callable[[np.ndarray], Any]:
     """score(users) -> (B, n_items + 1) from what is known before ``stage`` ("all" = serving),
     as the model's kind feeds it (``genrec.runs.kinds``)."""
     return model_kind(run.config.model).scorer(run, stage)
+
+
+STAGES = ("valid", "test")
+
+
+def check_stage(stage: str) -> None:
+    """ConfigError unless ``stage`` is one that runs are evaluated on."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage {stage!r} is not one of {', '.join(STAGES)}; the train part is "
+                          f"what the model learned from, so it is not evaluated")
 
 
 def evaluate_run(run: Run, stage: str = "test", keep_topk: bool = False,
@@ -145,7 +154,7 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
     if cold is not None:  # pair models: users without training items get popularity in evaluation
         info["cold_start"] = {"n_users_without_train_items": int(cold.sum()),
                               "n_test_users_without_train_items":
-                                  int((cold & (np.diff(split.targets("test").indptr) > 0)).sum()),
+                                  int((cold & tested).sum()),
                               "fallback": kind.cold_fallback}
     run = Run(cfg, model, ds, split)
 

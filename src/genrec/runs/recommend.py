@@ -137,7 +137,7 @@ def recommend_all(run: Run, k: int = 10, batch_users: int = 1024) -> pl.DataFram
     The same ranking as ``recommend`` (history masked, ties by item index), chunked by users."""
     ds, recommender = run.dataset, Recommender(run)
     known, score_fn = recommender.known, recommender.score_users
-    ids, user_ids = ds.item_ids, ds.users.sort("user_idx")["user_id"].cast(pl.Utf8).to_numpy()
+    ids, user_ids = ds.item_ids, ds.user_ids
     parts = []
     for lo in range(0, ds.n_users, batch_users):
         users = np.arange(lo, min(lo + batch_users, ds.n_users))
