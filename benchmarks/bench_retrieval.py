@@ -1,6 +1,7 @@
 """Retrieval benchmarks: faiss ANN against exact search, and multi-channel recall HitRate.
 
-    .venv/bin/python benchmarks/bench_retrieval.py [--only ann,recall,ablation,ablation-slices]
+    .venv/bin/python benchmarks/bench_retrieval.py [--only ann,recall,ablation,ablation-slices,
+                                                           ablation-gfcf,ablation-gfcf-slices]
                                                    [--datasets ml-100k,ml-latest-small,...]
                                                    [--out FILE]
 
@@ -37,11 +38,18 @@
             with at least one such target). Selection stays on validation (*); the slices are
             only reported, with paired bootstrap intervals against fusion=none. One table per
             dataset of ``--datasets``, as for ablation.
+    ablation-gfcf "Ablation — GF-CF text fusion (ML-100k)"  The same on GF-CF with EASE as its
+            linear filter (l2 250, dropout 0, alpha 0.1, k 64: chosen on ML-100k validation),
+            closed form: text none, or the text term (``genrec.models.gfcf``) on the item side
+            (mean cosine to the history), the user side (cosine to the mean history vector) or
+            both, at text_weight 0.03 / 0.1 / 0.3 / 1 (13 configurations), the same cold slices
+            and intervals against no text; ablation-gfcf-slices rewrites its table from the
+            saved runs.
 
 Runs are trained once into benchmarks/out/retrieval/<dataset>_<model> (the ablation into
 ablate_lightgcn_ml100k/, ablate_lightgcn_ml_latest_small/, ablate_lightgcn_amazon_beauty/,
-resumable) and reused (delete the folder to retrain). Data comes from $GENREC_DATA, prepared
-datasets from $GENREC_HOME.
+ablate_gfcf_ml100k/, ..., resumable) and reused (delete the folder to retrain). Data comes from
+$GENREC_DATA, prepared datasets from $GENREC_HOME.
 """
 
 from __future__ import annotations
@@ -53,7 +61,9 @@ import os
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -76,7 +86,6 @@ OUT = REPO / "benchmarks" / "out" / "retrieval"
 THREADS = 2  # the machine's cores: torch and faiss alike
 ANN_TABLE = "Retrieval — faiss vs exact"
 RECALL_TABLE = "Recall — multi-channel HitRate"
-ABLATION_TABLE = "Ablation — LightGCN text fusion ({})"  # the dataset's display name
 # (label, config to build, search-time settings tried on that one build)
 INDEXES = [("flat", IndexConfig(kind="flat"), [{}]),
            ("hnsw M=32 efC=200", IndexConfig(kind="hnsw", hnsw_m=32, ef_construction=200),
@@ -256,22 +265,83 @@ LGCN_SETS = ["data.split=ratio", "data.seed=2020", "eval.ks=[10,20]",
              "train.eval_every=2", "train.metric=NDCG@10", "train.threads=1", "train.clip_norm=0"]
 
 
-def ablation_root(dataset: str) -> Path:
-    return OUT / f"ablate_lightgcn_{ABLATION_DATASETS[dataset][0]}"
+GFCF_BETAS = ("0.03", "0.1", "0.3", "1")  # text_weight: the text term's std across a user's
+# items is ~0.05-0.07 on ML-100k, the gap between EASE scores at ranks 10 and 50 ~0.2
+GFCF_GRID = ["params.text_side,params.text_weight=item:0,"
+             + ",".join(f"{side}:{b}" for side in ("item", "user", "both") for b in GFCF_BETAS)]
+GFCF_SETS = ["data.split=ratio", "data.seed=2020", "eval.ks=[10,20]", f"params.content={CONTENT}",
+             "params.linear=ease", "params.l2=250", "params.dropout=0", "params.alpha=0.1",
+             "params.k=64", "train.metric=NDCG@10"]
 
 
-def bench_ablation(out: Path, dataset: str = "ml-100k") -> None:
-    """The LightGCN semantic-fusion ablation on ``dataset`` through genrec.ablation
-    (resumable), then its table rows with the cold slices (``bench_ablation_slices``)."""
+@dataclass(frozen=True)
+class Ablation:
+    """A text-fusion ablation: what it trains and how its table reads."""
+
+    key: str  # --only part that trains it (``<key>-slices`` rewrites its table)
+    model: str
+    table: str  # title; {} = the dataset's display name
+    grid: list[str]  # genrec.ablation axes
+    sets: list[str]  # every run's settings, after data.name=<dataset>
+    columns: list[str]  # the configuration's own columns, first in the table
+    cells: Callable[[dict[str, str]], dict[str, str]]  # axis values -> those columns
+    is_base: Callable[[dict[str, str]], bool]  # the configuration without text
+    base: str  # how the table names it
+    about: str  # the intro's first sentence, {dataset} filled
+    protocol: str
+    fit_notes: Callable[[dict, dict], tuple[str, str]]  # (row, run.json) -> (metrics, wall time)
+
+    def root(self, dataset: str) -> Path:
+        return OUT / f"ablate_{self.model}_{ABLATION_DATASETS[dataset][0]}"
+
+
+ABLATIONS = {a.key: a for a in (
+    Ablation(
+        key="ablation", model="lightgcn", table="Ablation — LightGCN text fusion ({})",
+        grid=LGCN_GRID, sets=LGCN_SETS, columns=["fusion", "user text", "item text"],
+        cells=lambda v: {"fusion": v["params.fusion"], "user text": v["params.user_semantic"],
+                         "item text": v["params.item_semantic"]},
+        is_base=lambda v: v["params.fusion"] == "none", base="fusion=none",
+        about="LightGCN on {dataset}, P3 (ratio 8:1:1, seed 2020): fusion none / sum / concat x "
+              "user / item text, the 7 distinct configurations.",
+        protocol="P3 ratio 8:1:1 seed 2020; 50 epochs each (lr 2e-3, batch 2048, dim 64, "
+                 "3 layers), weights of the best validation NDCG@10",
+        fit_notes=lambda r, info: (
+            f"best epoch {info['train']['best_epoch']} of {info['train']['epochs_run']}; "
+            f"* = selected on validation",
+            f"fit {r['fit_seconds']:.0f} s ({info['train']['sec_per_epoch']:.1f} s/epoch)")),
+    Ablation(
+        key="ablation-gfcf", model="gfcf", table="Ablation — GF-CF text fusion ({})",
+        grid=GFCF_GRID, sets=GFCF_SETS, columns=["text", "beta"],
+        cells=lambda v: {"text": "none" if float(v["params.text_weight"]) == 0
+                         else v["params.text_side"], "beta": v["params.text_weight"]},
+        is_base=lambda v: float(v["params.text_weight"]) == 0, base="no text",
+        about="GF-CF on {dataset}, P3 (ratio 8:1:1, seed 2020), EASE weights as its linear filter "
+              "(l2 250, dropout 0) and the ideal low-pass filter (alpha 0.1, k 64), closed form, "
+              "plus beta x a text term (`genrec.models.gfcf`): none; item = mean cosine between "
+              "the item's MiniLM vector and the user's history items' (the item-item filter "
+              "blended with content similarity); user = cosine to the user's mean history "
+              "vector; both = the sum; beta in " + " / ".join(GFCF_BETAS) + ".",
+        protocol="P3 ratio 8:1:1 seed 2020; GF-CF linear=ease l2 250 dropout 0, alpha 0.1, k 64 "
+                 "(chosen on validation), fitted on train",
+        fit_notes=lambda r, info: ("closed form; * = selected on validation",
+                                   f"fit {r['fit_seconds']:.1f} s")),
+)}
+
+
+def bench_ablation(out: Path, dataset: str = "ml-100k", spec: Ablation = ABLATIONS["ablation"]
+                   ) -> None:
+    """The text-fusion ablation ``spec`` on ``dataset`` through genrec.ablation (resumable), then
+    its table rows with the cold slices (``bench_ablation_slices``)."""
     from genrec.ablation import parse_grid, run_ablation
 
     ensure_vectors(dataset, ABLATION_DATASETS[dataset][2], CONTENT, THREADS)
-    res = run_ablation(None, parse_grid(LGCN_GRID), ablation_root(dataset),
-                       [f"data.name={dataset}", *LGCN_SETS], model="lightgcn",
+    res = run_ablation(None, parse_grid(spec.grid), spec.root(dataset),
+                       [f"data.name={dataset}", *spec.sets], model=spec.model,
                        metrics=["Recall@10", "NDCG@10", "Recall@20", "NDCG@20"],
                        say=lambda line: print(line, flush=True))
     print(res.files["md"].read_text(), flush=True)
-    bench_ablation_slices(out, dataset)
+    bench_ablation_slices(out, dataset, spec)
 
 
 COLD_SHARE = 0.2      # the coldest 20% of test users / of catalogue items, by training count
@@ -344,21 +414,22 @@ def slice_report(run_dir: Path) -> dict:
 
 
 SLICE_KEYS = ["overall", "cold users", "cold items", "cold items deep"]
-ABLATION_COLUMNS = ["fusion", "user text", "item text", "valid NDCG@10", "test Recall@10",
-                    "test NDCG@10", "test Recall@20", "test NDCG@20", "cold-user R@20",
-                    "cold-user N@20", "cold-item R@20", "cold-item N@20",
+ABLATION_COLUMNS = ["valid NDCG@10", "test Recall@10", "test NDCG@10", "test Recall@20",
+                    "test NDCG@20", "cold-user R@20", "cold-user N@20", "cold-item R@20",
+                    "cold-item N@20",
                     f"cold-item R@{DEEP_K}", "notes"]
 
 
-def bench_ablation_slices(out: Path, dataset: str = "ml-100k") -> None:
-    """The ablation table of ``dataset`` from the saved runs (nothing trained): overall and cold
-    slices."""
-    root = ablation_root(dataset)
-    table = ABLATION_TABLE.format(ABLATION_DATASETS[dataset][1])
+def bench_ablation_slices(out: Path, dataset: str = "ml-100k",
+                          spec: Ablation = ABLATIONS["ablation"]) -> None:
+    """The table of ablation ``spec`` on ``dataset`` from the saved runs (nothing trained):
+    overall and cold slices."""
+    root = spec.root(dataset)
+    table = spec.table.format(ABLATION_DATASETS[dataset][1])
     summary = root / "ablation.json"
     if not summary.is_file():
-        raise SystemExit(f"{summary} is missing: run `--only ablation --datasets {dataset}` "
-                         f"first (trains the 7 runs)")
+        raise SystemExit(f"{summary} is missing: run `--only {spec.key} --datasets {dataset}` "
+                         f"first (trains its runs)")
     abl = json.loads(summary.read_text())
     t0 = time.perf_counter()
     rows = []
@@ -378,8 +449,7 @@ def bench_ablation_slices(out: Path, dataset: str = "ml-100k") -> None:
     if any(i != infos[0] for i in infos):
         raise RuntimeError("the runs of the ablation do not share one split")
     info = infos[0]
-    base = next((i for i, (r, _) in enumerate(rows) if r["values"]["params.fusion"] == "none"),
-                None)
+    base = next((i for i, (r, _) in enumerate(rows) if spec.is_base(r["values"])), None)
 
     # mean per slice and metric, the best configuration of each, and the change against none
     means = [{(s, m): float(np.mean(vals)) for s in rep if s in SLICE_KEYS
@@ -401,12 +471,12 @@ def bench_ablation_slices(out: Path, dataset: str = "ml-100k") -> None:
             text += f" ({100 * (v / b - 1):+.1f}%)" if b > 0 else f" ({v - b:+.4f})"
         return text
 
-    intro = (f"LightGCN on {dataset}, P3 (ratio 8:1:1, seed 2020): fusion none / sum / concat x "
-             f"user / item text, the 7 distinct configurations. Full ranking, history masked. "
+    intro = (f"{spec.about.format(dataset=dataset)} Full ranking, history masked. "
              f"The configuration is selected on validation NDCG@10 (*); the test columns are only "
              f"reported, **bold** = best configuration in that column, (±x%) = change against "
-             f"fusion=none (absolute where none scores 0). Slices of the test split, from the "
-             f"saved runs (nothing retrained; `--only ablation-slices` re-evaluates them): "
+             f"{spec.base} (absolute where {spec.base.split('=')[-1]} scores 0). Slices of the "
+             f"test split, from the saved runs (nothing retrained; `--only {spec.key}-slices` "
+             f"re-evaluates them): "
              f"**overall** = all "
              f"{info['n_test_users']} test users; **cold users** = the "
              f"{COLD_SHARE:.0%} of test users with the fewest training interactions, i.e. "
@@ -422,8 +492,8 @@ def bench_ablation_slices(out: Path, dataset: str = "ml-100k") -> None:
              f"least one such target ({info['n_cold_targets']} of the "
              f"{info['n_test_targets']:,} test targets); hardly any cold item reaches a top 20, so "
              f"cold-item Recall@{DEEP_K} is given too. Notes give 95% paired bootstrap "
-             f"intervals (users, {N_BOOT} resamples) of the change against fusion=none.")
-    reset_table(out, table, intro, COLUMNS + ABLATION_COLUMNS)
+             f"intervals (users, {N_BOOT} resamples) of the change against {spec.base}.")
+    reset_table(out, table, intro, COLUMNS + spec.columns + ABLATION_COLUMNS)
     peak = peak_mb()
     for i, (r, rep) in enumerate(rows):
         run_info = json.loads((root / "runs" / r["name"] / "run.json").read_text())
@@ -434,17 +504,15 @@ def bench_ablation_slices(out: Path, dataset: str = "ml-100k") -> None:
                              ("cold items deep", f"cold-item R@{DEEP_K}")):
                 lo, hi = paired_ci(rep[s][0], rows[base][1][s][0])
                 parts.append(f"{label} [{lo:+.4f}, {hi:+.4f}]")
-            note = "change vs none, 95% CI: " + ", ".join(parts) + "; "
+            note = (f"change vs {spec.base.split('=')[-1]}, 95% CI: " + ", ".join(parts)
+                    + "; ")
         hits = rep["cold item hits"]
         note += (f"cold-item targets in the top {SLICE_K} / {DEEP_K}: {hits[SLICE_K]} / "
                f"{hits[DEEP_K]} of {info['n_cold_targets']}; ")
+        fit_metrics, fit_time = spec.fit_notes(r, run_info)
         record(table, {
             "dataset": f"{dataset} ({info['n_users']:,} users, {info['n_items']:,} items)",
-            "protocol": "P3 ratio 8:1:1 seed 2020; 50 epochs each (lr 2e-3, batch 2048, dim 64, "
-                        "3 layers), weights of the best validation NDCG@10",
-            "fusion": r["values"]["params.fusion"],
-            "user text": r["values"]["params.user_semantic"],
-            "item text": r["values"]["params.item_semantic"],
+            "protocol": spec.protocol, **spec.cells(r["values"]),
             "valid NDCG@10": (f"{r['valid'][abl['select_metric']]:.4f}"
                               + (" *" if i == abl["selected"] else "")),
             **{f"test {m}": f"**{r['test'][m]:.4f}**" if i in tests[m] else f"{r['test'][m]:.4f}"
@@ -453,24 +521,23 @@ def bench_ablation_slices(out: Path, dataset: str = "ml-100k") -> None:
             "cold-user R@20": cell(i, "cold users", 0), "cold-user N@20": cell(i, "cold users", 1),
             "cold-item R@20": cell(i, "cold items", 0), "cold-item N@20": cell(i, "cold items", 1),
             f"cold-item R@{DEEP_K}": cell(i, "cold items deep", 0),
-            "metrics": f"best epoch {run_info['train']['best_epoch']} of "
-                       f"{run_info['train']['epochs_run']}; * = selected on validation",
-            "wall time": f"fit {r['fit_seconds']:.0f} s "
-                         f"({run_info['train']['sec_per_epoch']:.1f} s/epoch); reload + test "
-                         f"re-evaluation {rep['seconds']:.1f} s",
+            "metrics": fit_metrics,
+            "wall time": f"{fit_time}; reload + test re-evaluation {rep['seconds']:.1f} s",
             "peak memory": f"re-evaluation {peak:.0f} MB (training not measured)",
             "notes": f"{note}minilm item vectors (items without one: "
                      f"{(run_info.get('content') or {}).get('n_without_vector', '–')}); "
                      f"trained by "
-                     f"`--only ablation` ({run_info.get('created', '?')}); outputs in "
-                     f"{root.relative_to(REPO)}; all 7 re-evaluations {total_s:.0f} s"}, out)
+                     f"`--only {spec.key}` ({run_info.get('created', '?')}); outputs in "
+                     f"{root.relative_to(REPO)}; all {len(rows)} re-evaluations {total_s:.0f} s"},
+               out)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="ann,recall,ablation",
                         help="comma list of: ann, recall, ablation, ablation-slices (the "
-                             "ablation table from the saved runs, nothing trained)")
+                             "ablation table from the saved runs, nothing trained), "
+                             "ablation-gfcf, ablation-gfcf-slices")
     parser.add_argument("--datasets", default="ml-100k",
                         help="comma list of the datasets of ablation / ablation-slices, one "
                              f"table each: {', '.join(ABLATION_DATASETS)}")
@@ -483,11 +550,14 @@ def main() -> None:
     torch.set_num_threads(THREADS)
     OUT.mkdir(parents=True, exist_ok=True)
     parts = {"ann": bench_ann, "recall": bench_recall}
-    ablations = {"ablation": bench_ablation, "ablation-slices": bench_ablation_slices}
+    ablations = {**{key: (bench_ablation, spec) for key, spec in ABLATIONS.items()},
+                 **{f"{key}-slices": (bench_ablation_slices, spec)
+                    for key, spec in ABLATIONS.items()}}
     for part in (p.strip() for p in args.only.split(",")):
         if part in ablations:
+            bench, spec = ablations[part]
             for dataset in datasets:
-                ablations[part](args.out, dataset)
+                bench(args.out, dataset, spec)
         else:
             parts[part](args.out)
 

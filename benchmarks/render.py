@@ -59,6 +59,7 @@ START, END = "<!-- headline:start -->", "<!-- headline:end -->"
 _FUSION = ("fusion", "user text", "item text", "valid NDCG@10", "test Recall@10", "test NDCG@10",
            "test Recall@20", "test NDCG@20", "cold-user R@20", "cold-user N@20",
            "cold-item R@20", "cold-item N@20", "cold-item R@100")
+_TEXT_TERM = ("text", "beta", *_FUSION[3:])  # GF-CF's text term: side and weight
 VIEWS: dict[str, tuple] = {
     "Sequential — P1 leave-one-out": (
         "dataset", "model", "masked R@10", "masked N@10", "unmasked R@10", "unmasked N@10",
@@ -82,6 +83,7 @@ VIEWS: dict[str, tuple] = {
     "Ablation — LightGCN text fusion (ML-100k)": _FUSION,
     "Ablation — LightGCN text fusion (ml-latest-small)": _FUSION,
     "Ablation — LightGCN text fusion (Amazon Beauty)": _FUSION,
+    "Ablation — GF-CF text fusion (ML-100k)": _TEXT_TERM,
     "Recall — multi-channel HitRate": (
         "dataset", "protocol", "channel", "HR@50", "HR@100", "HR@200", "share of merged@100",
         "its own test HR@10", "its own test NDCG@10"),
@@ -89,15 +91,18 @@ VIEWS: dict[str, tuple] = {
 # Sections by protocol, then systems; a section not listed comes after these, by title.
 ORDER = (
     "Baselines — P1 leave-one-out", "Sequential — P1 leave-one-out",
-    "Generative retrieval — TIGER (P1)", "Sequential — item representation ablation",
+    "Generative retrieval — TIGER (P1)", "Semantic-ID recommender — P1 / P1-new",
+    "Semantic-ID decoding cost", "Sequential — item representation ablation",
     "Sequential — item representation ablation across seeds",
     "Sequential — cold tail against overall accuracy (popularity adjustment)",
     "Sequential — time-to-quality vs RecBole 1.2.1", "Sequential — training and scoring speed",
     "Baselines — P2 Gowalla", "Recall — P2 Gowalla", "Graph recall — P2 Gowalla",
+    "Graph recall — P3 ML-100k, identical files vs RecBole 1.2.1", "Graph recall — P4 ML-100k",
     "Baselines — P3 ML-100k / ML-1M vs RecBole 1.2.1", "Recall — P3/P4 ML-100k",
     "Ablation — LightGCN text fusion (ML-100k)",
     "Ablation — LightGCN text fusion (ml-latest-small)",
     "Ablation — LightGCN text fusion (Amazon Beauty)",
+    "Ablation — GF-CF text fusion (ML-100k)",
     "Recall — multi-channel HitRate", "Retrieval — faiss vs exact", "Semantic IDs",
     "Text search — held-out text queries", "Item embeddings", "Serving", "Ingestion at scale",
     "Baselines — ingestion",
@@ -136,7 +141,9 @@ _P1_MASKED = (("Baselines — P1 leave-one-out", "", "HR@10", "NDCG@10"),
               ("Generative retrieval — TIGER (P1)", "", "R@10", "N@10"))
 _P1_UNMASKED = (("Sequential — P1 leave-one-out", "", "unmasked R@10", "unmasked N@10"),)
 _P3 = (("Baselines — P3 ML-100k / ML-1M vs RecBole 1.2.1", "", "Recall@10", "NDCG@10"),
-       ("Recall — P3/P4 ML-100k", "P3", "Recall@10", "NDCG@10"))
+       ("Recall — P3/P4 ML-100k", "P3", "Recall@10", "NDCG@10"),
+       ("Graph recall — P3 ML-100k, identical files vs RecBole 1.2.1", "", "Recall@10",
+        "NDCG@10"))
 _P2 = (("Baselines — P2 Gowalla", "", "Recall@20", "NDCG@20"),
        ("Recall — P2 Gowalla", "", "Recall@20", "NDCG@20"),
        ("Graph recall — P2 Gowalla", "", "Recall@20", "NDCG@20"))
@@ -151,7 +158,8 @@ HEADLINE = (
              _P1_UNMASKED),
     Headline("ML-100k · P3 random 8:1:1", "ml-100k", "P3", ("Recall@10", "NDCG@10"), _P3),
     Headline("ML-100k · P4 random 75/25", "ml-100k", "P4", ("Recall@10", "NDCG@10"),
-             (("Recall — P3/P4 ML-100k", "P4 ratio 75/25,", "Recall@10", "NDCG@10"),)),
+             (("Recall — P3/P4 ML-100k", "P4 ratio 75/25,", "Recall@10", "NDCG@10"),
+              ("Graph recall — P4 ML-100k", "", "Recall@10", "NDCG@10"))),
     Headline("ML-1M · P3 random 8:1:1", "ml-1m", "P3", ("Recall@10", "NDCG@10"), _P3),
     Headline("Gowalla · P2 fixed split", "gowalla", "P2", ("Recall@20", "NDCG@20"), _P2),
 )

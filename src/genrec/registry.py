@@ -22,11 +22,16 @@ MODELS: dict[str, tuple[str, str, str]] = {
     "gfcf": ("genrec.models.gfcf", "GFCF", "GFCFConfig"),
     "sasrec": ("genrec.models.sasrec", "SASRec", "SASRecConfig"),
     "hstu": ("genrec.models.hstu", "HSTU", "HSTUConfig"),
+    "genius": ("genrec.models.genius", "Genius", "GeniusConfig"),
     "tiger": ("genrec.models.tiger", "TIGER", "TIGERConfig"),
     "semid": ("genrec.models.semid", "SemID", "SemIDConfig"),
     "two_tower": ("genrec.models.two_tower", "TwoTower", "TwoTowerConfig"),
     "bpr": ("genrec.models.bpr", "BPR", "BPRConfig"),
     "lightgcn": ("genrec.models.lightgcn", "LightGCN", "LightGCNConfig"),
+    "din": ("genrec.models.din", "DIN", "DINConfig"),
+    "dcnv2": ("genrec.models.dcnv2", "DCNV2", "DCNV2Config"),
+    "mmoe": ("genrec.models.mmoe", "MMoE", "MMoEConfig"),
+    "ranker": ("genrec.models.ranker", "Ranker", "RankerConfig"),
 }
 
 

@@ -181,3 +181,142 @@ def test_bspm_settings_are_checked():
         GFCFConfig(sharpen=-1.0).validate()
     with pytest.raises(ValueError, match="sharpen_steps"):
         GFCFConfig(sharpen=1.0, sharpen_steps=0).validate()
+
+
+# ---- text term (params.text_weight) -------------------------------------------------------------
+def text_vectors(n_items: int, dim: int = 6, absent: tuple[int, ...] = (5,), seed: int = 0
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Random (n_items + 1, dim) vectors, row 0 (PAD) and the ``absent`` items zero; present."""
+    v = np.random.default_rng(seed).normal(size=(n_items + 1, dim)).astype(np.float32)
+    present = np.ones(n_items + 1, dtype=bool)
+    present[[0, *absent]] = False
+    v[~present] = 0.0
+    return v, present
+
+
+def with_text(x: np.ndarray, vectors: np.ndarray, present: np.ndarray, **params) -> GFCF:
+    m = GFCF(GFCFConfig(n_items=x.shape[1] - 1, content="test", **params))
+    m.set_content(vectors, present)
+    return m.fit(sp.csr_matrix(x))
+
+
+def reference_text(history: np.ndarray, vectors: np.ndarray, present: np.ndarray, side: str
+                   ) -> np.ndarray:
+    """The text term (B, N) straight from its definition, user by user, item by item."""
+    z = [v / np.linalg.norm(v) if p else None for v, p in zip(vectors[1:], present[1:])]
+    out = np.zeros((history.shape[0], len(z)))
+    for b, row in enumerate(history[:, 1:] > 0):
+        hist = [i for i in np.flatnonzero(row) if z[i] is not None]
+        for j, zj in enumerate(z):
+            if zj is None or not hist:
+                continue
+            if side in ("item", "both"):  # mean cosine to the other history items
+                out[b, j] += sum(float(z[i] @ zj) for i in hist if i != j) / len(hist)
+            if side in ("user", "both"):  # cosine to the mean history vector
+                mean = np.mean([z[i] for i in hist], axis=0)
+                out[b, j] += float(mean @ zj) / np.linalg.norm(mean)
+    return out
+
+
+@pytest.mark.parametrize("side", ["item", "user", "both"])
+def test_the_text_term_agrees_with_its_definition(side, monkeypatch):
+    x = planted(seed=8)
+    vectors, present = text_vectors(x.shape[1] - 1)
+    plain = fitted(x, k=4, alpha=0.3)
+    m = with_text(x, vectors, present, k=4, alpha=0.3, text_weight=0.5, text_side=side)
+    monkeypatch.setattr(gfcf, "_CHUNK_CELLS", 40)  # three users (12 items) per chunk
+    users, history = np.arange(x.shape[0]), sp.csr_matrix(x)
+    got = m.score(users, history)[:, 1:] - plain.score(users, history)[:, 1:]
+    np.testing.assert_allclose(got, 0.5 * reference_text(x, vectors, present, side), atol=1e-5)
+    np.testing.assert_array_equal(got[0], 0.0)  # user 0 has no history: no text term
+    np.testing.assert_array_equal(got[:, 4], 0.0)  # item 5 has no vector (column 4)
+
+
+@pytest.mark.parametrize("side", ["item", "user", "both"])
+def test_beta_zero_gives_exactly_the_scores_without_text(side):
+    x = planted(seed=9)
+    vectors, present = text_vectors(x.shape[1] - 1)
+    m = with_text(x, vectors, present, k=4, text_weight=0.0, text_side=side)
+    users, history = np.arange(x.shape[0]), sp.csr_matrix(x)
+    np.testing.assert_array_equal(m.score(users, history), fitted(x, k=4).score(users, history))
+
+
+@pytest.mark.parametrize("side", ["item", "user", "both"])
+@pytest.mark.parametrize("linear", ["normalized", "ease"])
+def test_a_cold_item_like_the_history_ranks_above_unrelated_cold_items(side, linear):
+    # items 1, 2, 3 have no training interaction; text = one-hot genre. User 1's history is all
+    # of genre 0, cold item 1 too; cold items 2 and 3 are of genres the user never had.
+    x = planted(seed=10)
+    x[:, 1:4] = 0.0
+    genre = np.array([0, 0, 1, 2] + [1 + i % 3 for i in range(4, x.shape[1])])
+    x[1, 1:] = 0.0
+    x[1, [4, 7, 10]] = 1.0
+    genre[[4, 7, 10]] = 0
+    vectors = np.eye(4, dtype=np.float32)[genre]
+    vectors[0] = 0.0
+    present = np.arange(x.shape[1]) > 0
+    m = with_text(x, vectors, present, k=3, text_weight=0.1, text_side=side, linear=linear)
+    scores = m.score(np.array([1]), sp.csr_matrix(x))[0]
+    plain = fitted(x, k=3, linear=linear).score(np.array([1]), sp.csr_matrix(x))[0]
+    np.testing.assert_array_equal(plain[1:4], 0.0)  # without text, cold items get nothing
+    assert scores[1] > 0 and scores[1] > scores[2] and scores[1] > scores[3]
+
+
+def test_save_then_load_keeps_the_text_vectors(tmp_path):
+    x = planted(seed=11)
+    vectors, present = text_vectors(x.shape[1] - 1)
+    m = with_text(x, vectors, present, k=4, text_weight=0.3, text_side="both")
+    np.savez(tmp_path / "model.npz", **m.state_dict())
+    again = GFCF(GFCFConfig(n_items=x.shape[1] - 1, k=4, text_weight=0.3, text_side="both",
+                            content="test", content_dim=vectors.shape[1]))  # no set_content
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as z:
+        again.load_state_dict({k: z[k] for k in z.files})
+    users, history = np.arange(x.shape[0]), sp.csr_matrix(x)
+    np.testing.assert_array_equal(again.score(users, history), m.score(users, history))
+    no_text = fitted(x, k=4).state_dict()
+    with pytest.raises(ValueError, match="no text vectors but params.text_weight > 0"):
+        GFCF(GFCFConfig(n_items=x.shape[1] - 1, k=4, text_weight=0.3,
+                        content="test")).load_state_dict(no_text)
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"text_side": "items"}, r"params.text_side must be one of \['item', 'user', 'both'\], "
+                             r"got 'items'"),
+    ({"text_weight": -1.0}, r"params.text_weight must be a finite number >= 0"),
+    ({"text_weight": 0.1}, r"params.text_weight > 0 needs params.content"),
+])
+def test_bad_text_settings_fail_with_one_line(params, match):
+    with pytest.raises(ValueError, match=match) as err:
+        GFCF(GFCFConfig(n_items=12, **params))
+    assert "\n" not in str(err.value)
+
+
+def test_text_without_vectors_or_with_the_wrong_shape_fails_clearly():
+    x = planted(seed=12)
+    m = GFCF(GFCFConfig(n_items=12, k=3, text_weight=0.1, content="test")).fit(sp.csr_matrix(x))
+    with pytest.raises(RuntimeError, match="no text vectors: call set_content"):
+        m.score(np.array([1]), sp.csr_matrix(x))
+    with pytest.raises(ValueError, match=r"text vectors have shape \(12, 6\); this config "
+                                         r"expects \(13, C\)"):
+        m.set_content(np.ones((12, 6)))
+
+
+def test_runs_reads_the_vectors_counts_the_missing_and_reloads_without_the_file(tmp_path):
+    from genrec.features.store import save_vectors
+    from genrec.runs import evaluate_run, load_run, make_config, train
+    from tests.models.test_bpr import block_dataset
+
+    ds = block_dataset(n_blocks=3, users_per_block=8)
+    ds.save(tmp_path / "blocks")
+    ids = [str(i) for i in ds.item_ids[1:]]
+    save_vectors(ds, "enc", ids[4:], np.random.default_rng(0).normal(size=(len(ids) - 4, 5)), {})
+    sets = [f"data.name={tmp_path / 'blocks'}", "data.split=ratio", "params.k=4",
+            "params.content=enc", "params.text_weight=0.2", "params.text_side=both",
+            "eval.ks=[10]"]
+    run = train(make_config("gfcf", sets), tmp_path / "run")
+    assert run.info["content"]["n_without_vector"] == 4 and run.info["content"]["dim"] == 5
+    assert "no text term" in run.info["content"]["fallback"]
+    (tmp_path / "blocks" / "item_vectors" / "enc.parquet").unlink()
+    again = load_run(tmp_path / "run")
+    assert evaluate_run(again, "test").metrics["NDCG@10"] == pytest.approx(
+        run.info["metrics"]["test"]["NDCG@10"])

@@ -118,3 +118,33 @@ def test_learns_planted_query_to_item_mapping(tokenizer):
         opt.step()
     ids, _ = m.generate(queries, 1)
     assert ids[:, 0].tolist() == targets.tolist()
+
+
+def test_pretrained_minilm_encoder_is_frozen_learns_and_reloads(tokenizer, tmp_path):
+    m = model(tokenizer, encoder="minilm", dim=32, ff_dim=64, head_dim=8)
+    bert_before = {k: v.clone() for k, v in m.bert.state_dict().items()}
+    # the planted pairs are learned through the bridge and the decoder alone
+    queries = ["red lipstick", "hair dryer", "lavender soap", "nail polish", "face cream",
+               "beard oil"]
+    targets = np.arange(1, N_ITEMS + 1)
+    opt = torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-2)
+    batch = m.encode(queries, targets)
+    m.train()
+    assert not m.bert.training  # frozen: never in training mode (no dropout)
+    for _ in range(40):
+        loss = m.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert all(p.grad is None for p in m.bert.parameters())
+    assert all(torch.equal(v, m.bert.state_dict()[k]) for k, v in bert_before.items())
+    ids, _ = m.generate(queries, 1)
+    assert ids[:, 0].tolist() == targets.tolist()
+    torch.save(m.state_dict(), tmp_path / "g.pt")
+    again = Text2Items(m.config)
+    again._tokenizer = tokenizer
+    again.load_state_dict(torch.load(tmp_path / "g.pt", weights_only=True))
+    a, b = m.generate(["lipstick in red"], 3), again.generate(["lipstick in red"], 3)
+    assert torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1])
+    with pytest.raises(ValueError, match="encoder"):
+        Text2ItemsConfig(encoder="bert").validate()

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from genrec import __version__
 from genrec.cli import ablate, data, embed, quickstart, recall, run, search, semantic_ids, serve
+from genrec.cli import pipeline
 from genrec.cli._common import console_err
 
 __all__ = ["app", "main"]
@@ -28,6 +29,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(embed.app, name="embed")
 app.add_typer(semantic_ids.app, name="semantic-ids")
 app.add_typer(search.app, name="search")
+app.add_typer(pipeline.app, name="pipeline")
 run.register(app)
 quickstart.register(app)
 serve.register(app)

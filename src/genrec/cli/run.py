@@ -39,7 +39,8 @@ def train_cmd(
     """Fit a model, evaluate it with full ranking, save the run directory."""
     sets = list(set_) + ([f"data.name={data}"] if data else []) + ([f"data.split={split}"] if split else [])
     cfg = make_config(model, sets, config)
-    out = out or Path("runs") / f"{cfg.model}_{Path(cfg.data.name).name}_{cfg.data.split}"
+    suffix = "_new" if cfg.data.new_items else ""  # P1-new runs never replace P1 runs
+    out = out or Path("runs") / f"{cfg.model}_{Path(cfg.data.name).name}_{cfg.data.split}{suffix}"
     if not data and not config and not any(s.startswith("data.name=") for s in set_):
         console.print(f"[yellow]note:[/] no --data given: training on {cfg.data.name} (the default)")
     if resume and not (out / "checkpoint.pt").is_file():
@@ -47,6 +48,7 @@ def train_cmd(
         raise DataError(f"nothing to resume: {out / 'checkpoint.pt'} does not exist (found in "
                         f"{out}: {', '.join(found) or 'nothing'}); train without --resume first")
     if nproc > 1:
+        model_kind(cfg.model).check_train(cfg.model)  # e.g. a ranker: refused here, not in N workers
         if not model_kind(cfg.model).trains:
             raise ConfigError(f"--nproc trains gradient models with DDP; {cfg.model!r} is fitted "
                               f"in closed form, so run it without --nproc")

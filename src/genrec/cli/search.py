@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from rich.markup import escape
 from typer.core import TyperGroup
 
-from genrec.cli._common import console
+from genrec.cli._common import console, console_err
 
 COMMANDS = ("train", "query")
 
@@ -65,13 +66,19 @@ def query_cmd(
     """Items for a free-text query, with titles and scores."""
     from genrec.pipeline.text_search import TextSearch
 
+    if not text.strip():  # before loading the run: one line, exit 2
+        console_err.print("[bold red]error:[/] empty query: give some words to search for",
+                          highlight=False)
+        raise typer.Exit(2)
     search = TextSearch.load(run_dir)
     if method == "generator+ce" and search.ranker is None:
         method = "generator"  # a run trained without the ranker still answers
     try:
         res = search.search(text, k, method)
     except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="TEXT") from None
+        console_err.print(f"[bold red]error:[/] {escape(' '.join(str(e).split()))}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
     if as_json:
         print(json.dumps({"query": text, "method": res.method, "note": res.note,
                           "items": res.rows()}, indent=2))

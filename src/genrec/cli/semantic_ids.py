@@ -37,3 +37,7 @@ def build_cmd(
     console.print(f"codebook utilisation per level {used}; collision rate before dedup "
                   f"{r['collision_rate']:.2%} (largest group {r['max_group']}); "
                   f"reconstruction {r['reconstruction']}")
+    if r["n_fallback_ids"]:
+        console.print(f"[yellow]{r['n_fallback_ids']:,} items have no content vector[/]: each got "
+                      f"a reserved fallback ID (first code {codebook_size}, unique), counted in "
+                      f"the report and in run.json")

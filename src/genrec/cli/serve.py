@@ -1,4 +1,5 @@
-"""``genrec serve RUN_DIR``: the HTTP API and web page for a trained run (FastAPI + uvicorn)."""
+"""``genrec serve RUN_DIR``: the HTTP API and web page for a trained run or a pipeline run
+(FastAPI + uvicorn)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import typer
 
 
 def serve_cmd(
-    run_dir: Path = typer.Argument(..., help="a run directory from `genrec train`"),
+    run_dir: Path = typer.Argument(..., help="a run directory from `genrec train` or "
+                                   "`genrec pipeline train`"),
     host: str = typer.Option("127.0.0.1", help="interface to listen on (0.0.0.0 = all)"),
     port: int = typer.Option(8000, min=1, max=65535, help="TCP port"),
     search: str = typer.Option("auto", help="search encoder: auto | minilm | tfidf, or the run "
@@ -20,11 +22,12 @@ def serve_cmd(
     import uvicorn  # here, not at the top: the other commands never need the web stack
 
     from genrec.serving.app import create_app
-    from genrec.serving.bundle import check_run_dir
+    from genrec.serving.bundle import check_run_dir, is_pipeline_run
     from genrec.retrieval.text import ENCODERS
     from genrec.serving.search import is_search_run
 
-    check_run_dir(run_dir)  # a wrong directory is a clear error now, not a traceback at startup
+    if not is_pipeline_run(run_dir):  # a wrong directory is a clear error now, not at startup
+        check_run_dir(run_dir)
     if search not in ENCODERS and not is_search_run(search):
         raise typer.BadParameter(f"{search!r} is not one of {', '.join(ENCODERS)} nor a run "
                                  f"directory of `genrec search train`",

@@ -34,6 +34,12 @@ carries only ``users``.
     >>> for batch in pair_batches(split, batch_size=2048, seed=0, epoch=0):  # doctest: +SKIP
     ...     loss = model.loss(batch.to(device))
     >>> scores = model.score(PairBatch(torch.arange(10)))                    # doctest: +SKIP
+
+Feature batches for rankers over candidate lists (DIN, DCN-V2, MMoE; the ``features`` kind): a
+``FeatureBatch`` holds one row per (user, candidate item) with its numeric and categorical
+features, the user's behaviour sequence before the label position (left-padded like ``SeqBatch``)
+and one label per task. ``genrec.pipeline`` builds them from its feature table; ``groups`` (the
+user or query of the row) is for per-user metrics (GAUC) and ranking, never a feature.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from genrec.data.dataset import DataError
 from genrec.data.splits import Split
 
 __all__ = ["SeqBatch", "Sequences", "user_sequences", "train_batches", "n_train_batches",
-           "eval_batch", "PairBatch", "NEGATIVES", "pair_batches", "n_pair_batches"]
+           "eval_batch", "PairBatch", "NEGATIVES", "pair_batches", "n_pair_batches", "FeatureBatch"]
 
 SeqStage = Literal["train", "valid", "test", "all"]
 
@@ -86,7 +92,8 @@ _FRAMES = {"train": ("train",), "valid": ("train",), "test": ("train", "valid"),
 
 
 def user_sequences(split: Split, stage: SeqStage) -> Sequences:
-    """What is known before ``stage`` per user, oldest first (cached on ``split``)."""
+    """What is known before ``stage`` per user, oldest first, without the split's new items
+    (P1-new) (cached on ``split``)."""
     if stage not in _FRAMES:
         raise ValueError(f"unknown stage {stage!r}; choose one of {', '.join(_FRAMES)}")
     cache = split.__dict__.setdefault("_sequence_cache", {})
@@ -94,6 +101,8 @@ def user_sequences(split: Split, stage: SeqStage) -> Sequences:
         frames = [getattr(split, name).select("user_idx", "item_idx", "timestamp")
                   for name in _FRAMES[stage]]
         df = pl.concat(frames).sort(["user_idx", "timestamp"], maintain_order=True)
+        if len(split.new_items):  # P1-new: new items are never a model input
+            df = df.filter(~pl.col("item_idx").is_in(split.new_items.tolist()))
         users = df["user_idx"].to_numpy()
         cache[stage] = Sequences(
             items=df["item_idx"].to_numpy().astype(np.int64),
@@ -271,3 +280,23 @@ def pair_batches(split: Split, batch_size: int, seed: int, epoch: int,
         sl = slice(lo, lo + batch_size)
         yield PairBatch(torch.from_numpy(users[sl]), torch.from_numpy(pos[sl]),
                         torch.from_numpy(neg[sl]))
+
+
+# ---- (user, candidate) rows with features, for rankers ------------------------------------------
+@dataclass(slots=True)
+class FeatureBatch:
+    dense: torch.Tensor    # (B, F) float32 numeric features, standardised on the training rows
+    sparse: torch.Tensor   # (B, C) int64 categorical ids, 0 = missing; column c: < sparse_cards[c]
+    history: torch.Tensor  # (B, L) int64 items (1..n_items, 0 = PAD) strictly before the label
+                           # position, left-padded, most recent last
+    target: torch.Tensor   # (B,) int64 candidate item (1..n_items)
+    labels: torch.Tensor   # (B, T) float32 in [0, 1], one column per task
+    groups: torch.Tensor   # (B,) int64 user/query of the row (GAUC, ranking); not a feature
+
+    def to(self, device: torch.device | str) -> "FeatureBatch":
+        move = lambda t: t.to(device, non_blocking=True)  # noqa: E731
+        return FeatureBatch(move(self.dense), move(self.sparse), move(self.history),
+                            move(self.target), move(self.labels), move(self.groups))
+
+    def __len__(self) -> int:
+        return len(self.target)

@@ -106,6 +106,13 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [
            description="goodbooks-10k: 10,000 books, ratings 1-5, shelves/tags"),
     Preset("anime", "anime:read_anime", "anime-mal-caserec", (("anime.zip",),),
            description="MyAnimeList 5,000-user subset (CaseRecommender), ratings 1-10, genres"),
+    Preset("lastfm-tags", "human_text:read_lastfm_tags", "lastfm-hetrec-tags",
+           (("user_taggedartists.dat", "user_taggedartists_2.dat", "tags.dat", "artists.dat"),),
+           description="HetRec 2011 Last.fm user tags on artists as a tag x artist log (users "
+                       "are tags): the text queries of protocol T1"),
+    Preset("tomt-books", "human_text:read_tomt_books", "reddit-tomt-books", (("Books.zip",),),
+           description="Reddit tip-of-the-tongue Books: 2,319 written descriptions -> 1,910 "
+                       "books, the authors' splits (users are queries): protocol T2"),
 ]}
 
 

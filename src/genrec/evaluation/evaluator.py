@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from genrec.evaluation import metrics as M
 from genrec.topk import top_k_counted
 
-__all__ = ["EvalResult", "evaluate", "reference_evaluate", "ScoreFn"]
+__all__ = ["EvalResult", "evaluate", "reference_evaluate", "slice_metrics", "ScoreFn"]
 
 ScoreFn = Callable[[np.ndarray], "np.ndarray | torch.Tensor"]
 
@@ -299,6 +299,20 @@ def evaluate(
     return EvalResult(metrics=_ordered(result, ks), n_users=len(users),
                       seconds=time.perf_counter() - start, per_user=per_user, users=users,
                       n_skipped=len(skipped), topk=np.concatenate(tops)[back] if keep_topk else None)
+
+
+def slice_metrics(result: EvalResult, rows: np.ndarray, prefix: str) -> dict[str, float]:
+    """Per-user metrics of ``result`` averaged over the users ``rows`` selects (bool, aligned
+    with ``result.users``), keys ``prefix + name``, plus ``prefix + "users"``: their number.
+    List metrics over all users (coverage, gini) have no per-user value and are left out.
+
+    P1-new reports the users whose target is a new item this way (``prefix="new/"``)."""
+    rows = np.asarray(rows, dtype=bool)
+    if rows.shape != result.users.shape:
+        raise ValueError(f"rows must flag each of the {len(result.users)} evaluated users, got "
+                         f"shape {rows.shape}")
+    out = {f"{prefix}{key}": _mean(values[rows]) for key, values in result.per_user.items()}
+    return {**out, f"{prefix}users": int(rows.sum())}
 
 
 def _ordered(result: dict[str, float], ks: list[int]) -> dict[str, float]:

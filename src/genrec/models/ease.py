@@ -2,6 +2,10 @@
 
 Reference: Steck, "Embarrassingly Shallow Autoencoders for Sparse Data" (WWW 2019):
 G = X^T X + l2 I, P = G^-1, B = -P / diag(P) column-wise, diag(B) = 0; score(u) = x_u B.
+Option ``dropout`` = p > 0 is EDLAE (Steck, "Autoencoders that don't overfit towards the
+Identity", NeurIPS 2020): dropout of input items with probability p, in closed form, adds
+p / (1 - p) * diag(X^T X) to the L2 penalty on the diagonal of G (the zero-diagonal variant, so
+p = 0 is EASE exactly).
 Deviations: none in the model. G is inverted in place through its Cholesky factor (LAPACK
 potrf/potri: G is symmetric positive definite) in ``dtype``: float64 (default, peak ~12 N^2 bytes
 with the float32 copy of B) or float32 (peak ~4 N^2 bytes, B is built in the same buffer; what
@@ -24,7 +28,7 @@ import numpy as np
 import scipy.linalg.lapack
 import scipy.sparse as sp
 
-from genrec.models._sparse import binary_matrix
+from genrec.models._sparse import binary_matrix, check_dense_fits
 
 __all__ = ["EASEConfig", "EASE", "MAX_ITEMS"]
 
@@ -38,6 +42,7 @@ class EASEConfig:
     n_items: int = 0  # number of real items, filled from the data (matrices are n_items+1 wide)
     l2: float = 500.0  # L2 penalty lambda added to the diagonal of X^T X (Steck uses 500)
     dtype: str = "float64"  # precision of the inversion: float64, or float32 (a third of the memory)
+    dropout: float = 0.0  # EDLAE's input dropout p: adds p/(1-p) * diag(X^T X) to the penalty
 
     def validate(self) -> None:
         if self.dtype not in _BYTES:
@@ -45,6 +50,9 @@ class EASEConfig:
         if self.l2 <= 0:
             raise ValueError(f"ease: l2 must be > 0 (X^T X alone is usually singular), "
                              f"got {self.l2}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"ease: dropout must be in [0, 1) (0 = plain EASE), got "
+                             f"{self.dropout}")
         if self.n_items < 0:
             raise ValueError(f"ease: n_items must be >= 0, got {self.n_items}")
         if self.n_items > MAX_ITEMS:
@@ -91,9 +99,13 @@ class EASE:
         if c.n_items == 0:
             c.n_items = train.shape[1] - 1
             c.validate()
+        check_dense_fits("ease", c.n_items, _BYTES[c.dtype],
+                         "set params.dtype = 'float32' (a third of the memory), or use itemcf "
+                         "(sparse top-k neighbours) or a k-core filter for this catalogue")
         x = binary_matrix(train, c.n_items, "train matrix")[:, 1:]  # (users, N): drop empty PAD
         # LAPACK works in place only on a Fortran-ordered array of its own dtype
         g = (x.T @ x).astype(c.dtype).toarray(order="F")  # (N, N)
+        g[np.diag_indices_from(g)] *= 1.0 + c.dropout / (1.0 - c.dropout)  # EDLAE; 1 = EASE
         g[np.diag_indices_from(g)] += c.l2
         p = _inverse_in_place(g).T  # P is symmetric: its C-ordered view is P itself
         p /= -np.diag(p)  # column j divided by -P_jj

@@ -11,6 +11,10 @@ NOTE deviations: a ``transformers`` T5 built from a config and trained from scra
 from a pretrained T5); small by default (2+2 layers, d_model 128); the encoder has the
 WordPiece vocabulary (30,522 rows), the decoder its own small ID vocabulary and output layer
 (untied), and the softmax at step l is taken over level l's token range only (as in TIGER).
+With ``encoder = "minilm"`` the query is read by the bundled PRETRAINED all-MiniLM-L6-v2
+(BERT, 6 layers, 384-d), frozen, and a linear bridge maps its token states to d_model for the
+T5 decoder's cross-attention: words no training query held still mean something (the T5
+encoder is then built with no layers and a 1-row vocabulary, its weights unused).
 
 Example:
     >>> model = Text2Items(Text2ItemsConfig(n_items=3, id_sizes=(2, 2), vocab_size=30522))
@@ -51,6 +55,7 @@ class Text2ItemsConfig:
     n_decoder_layers: int = 2   # decoder blocks
     dropout: float = 0.1        # T5 dropout_rate
     beam_size: int = 100        # beams of generate(); candidates come from the final beam
+    encoder: str = "t5"         # "t5" (trained from scratch) | "minilm" (pretrained, frozen)
 
     def validate(self) -> None:
         if self.id_sizes and min(self.id_sizes) < 1:
@@ -61,6 +66,9 @@ class Text2ItemsConfig:
             raise ValueError(f"text2items: sizes and beam_size must be >= 1, got {self}")
         if self.max_query_len < 3:
             raise ValueError("text2items: max_query_len must leave room for [CLS], a word, [SEP]")
+        if self.encoder not in ("t5", "minilm"):
+            raise ValueError(f"text2items: encoder must be 't5' or 'minilm', got "
+                             f"{self.encoder!r}")
         if min(self.n_items, self.vocab_size) < 0 or not 0 <= self.dropout < 1:
             raise ValueError(f"text2items: need n_items, vocab_size >= 0, 0 <= dropout < 1, "
                              f"got {self}")
@@ -102,10 +110,31 @@ def unknown_share(tokenizer: Any, text: str) -> float:
 
 
 def _t5(c: Text2ItemsConfig):
+    from dataclasses import replace
+
     from transformers import T5Model
 
     # T5Model (no LM head): the decoder reads our ID embeddings and we own the output layer
+    if c.encoder == "minilm":  # MiniLM reads the query: an empty T5 encoder, a 1-row vocabulary
+        return T5Model(t5_config(replace(c, n_layers=0), 1, tie_word_embeddings=False))
     return T5Model(t5_config(c, c.vocab_size, tie_word_embeddings=False))
+
+
+def _minilm_encoder(c: Text2ItemsConfig) -> nn.Module:
+    """The pretrained BERT body of the bundled all-MiniLM-L6-v2 (or ``c.tokenizer``'s folder),
+    frozen."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    from transformers import AutoModel
+
+    path = c.tokenizer
+    if not path:
+        from genrec.features.text import minilm_path
+
+        path = str(minilm_path("or set text2items' tokenizer to a local BERT directory"))
+    bert = AutoModel.from_pretrained(path, local_files_only=True)
+    bert.requires_grad_(False)
+    return bert.eval()
 
 
 class Text2Items(SemanticIdItems, nn.Module):
@@ -124,6 +153,10 @@ class Text2Items(SemanticIdItems, nn.Module):
         # 1 + those of the decoder embedding (row 0 = the decoder's start token)
         self.register_buffer("offsets", torch.cumsum(sizes, 0) - sizes, persistent=False)
         self.t5 = _t5(c)
+        self.bert = _minilm_encoder(c) if c.encoder == "minilm" else None
+        # MiniLM token states (384-d) -> d_model, the one trained part of the "minilm" encoder
+        self.bridge = (nn.Linear(self.bert.config.hidden_size, c.dim) if self.bert is not None
+                       else None)
         self.code_emb = nn.Embedding(1 + int(sizes.sum()), c.dim)
         self.head = nn.Linear(c.dim, int(sizes.sum()))
         # (n_items + 1, T) each item's ID; row 0 (PAD) is -1; saved with the weights
@@ -153,6 +186,22 @@ class Text2Items(SemanticIdItems, nn.Module):
         """Share of the query's word pieces that the tokenizer maps to [UNK] (0 for none)."""
         return unknown_share(self.tokenizer(), query)
 
+    def train(self, mode: bool = True) -> "Text2Items":
+        super().train(mode)
+        if self.bert is not None:  # frozen: no dropout in the pretrained encoder, ever
+            self.bert.eval()
+        return self
+
+    def _encode(self, batch: QueryBatch) -> torch.Tensor:
+        """(B, L) query tokens -> (B, L, D) states the decoder attends to."""
+        if self.bert is None:
+            return self.t5.encoder(input_ids=batch.tokens,
+                                   attention_mask=batch.mask).last_hidden_state
+        with torch.no_grad():
+            states = self.bert(input_ids=batch.tokens,
+                               attention_mask=batch.mask).last_hidden_state  # (B, L, 384)
+        return self.bridge(states)  # (B, L, D)
+
     # ---- training ------------------------------------------------------------------------
     def _decoder_inputs(self, items: torch.Tensor) -> torch.Tensor:
         """(N,) items -> (N, T) decoder input rows: start token, then levels 0..T-2."""
@@ -169,7 +218,7 @@ class Text2Items(SemanticIdItems, nn.Module):
         """Mean cross-entropy of the target item's ID tokens, each level over its own range."""
         if batch.targets is None:
             raise ValueError("text2items.loss needs a batch with targets (query, item pairs)")
-        enc = self.t5.encoder(input_ids=batch.tokens, attention_mask=batch.mask).last_hidden_state
+        enc = self._encode(batch)
         dec = self.t5.decoder(inputs_embeds=self.code_emb(self._decoder_inputs(batch.targets)),
                               encoder_hidden_states=enc, encoder_attention_mask=batch.mask
                               ).last_hidden_state  # (B, T, D)
@@ -183,7 +232,7 @@ class Text2Items(SemanticIdItems, nn.Module):
     def _step_fn(self, batch: QueryBatch):
         """The beam-search step (genrec.semantic_ids.trie.StepFn) over this batch's encoding:
         a key/value cache per beam, reordered by parent, so each step feeds one new token."""
-        enc = self.t5.encoder(input_ids=batch.tokens, attention_mask=batch.mask).last_hidden_state
+        enc = self._encode(batch)
 
         def decode(rows, level, states, states_mask, cache):  # the decoder on our ID embeddings
             out = self.t5.decoder(inputs_embeds=self.code_emb(rows), encoder_hidden_states=states,

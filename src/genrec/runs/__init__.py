@@ -51,7 +51,7 @@ from genrec.config import ConfigError, from_dict, load_toml, to_dict, to_toml
 from genrec.data.dataset import DataError, Dataset
 from genrec.data.prepare import load_dataset
 from genrec.data.splits import Split, make_split
-from genrec.evaluation import EvalResult, evaluate
+from genrec.evaluation import EvalResult, evaluate, slice_metrics
 from genrec.runs.assemble import build_model, content_vectors, model_shell, user_feature_codes
 from genrec.runs.config import DataConfig, EvalConfig, RunConfig, make_config
 from genrec.runs.kinds import model_kind
@@ -106,16 +106,22 @@ def evaluate_run(run: Run, stage: str = "test", keep_topk: bool = False,
     """Full-ranking evaluation of ``stage`` (history masked, every item a candidate).
 
     ``auc``: compute AUC (default ``run.config.eval.auc``); without it only ranks <= max(ks)
-    are computed, about twice as fast."""
+    are computed, about twice as fast. A split with new items (P1-new) also reports the users
+    whose target is a new item: the same metrics prefixed ``new/``, and ``new/users``."""
     split = run.split
     targets = split.targets(stage)
     if targets.nnz == 0:
         raise DataError(f"the {split.name} split of {run.dataset.name} has no {stage} interactions")
-    history = split.history(stage)
+    masked = split.seen(stage)  # every earlier interaction, new items too (not in inputs)
     popularity = split.item_counts()
-    return evaluate(scorer(run, stage), history, targets, ks=run.config.eval.ks,
-                    batch_users=run.config.eval.batch_users, item_popularity=popularity,
-                    keep_topk=keep_topk, auc=run.config.eval.auc if auc is None else auc)
+    result = evaluate(scorer(run, stage), masked, targets, ks=run.config.eval.ks,
+                      batch_users=run.config.eval.batch_users, item_popularity=popularity,
+                      keep_topk=keep_topk, auc=run.config.eval.auc if auc is None else auc)
+    if len(split.new_items):
+        result.metrics.update(slice_metrics(result, split.new_target_users(stage)[result.users],
+                                            "new/"))
+    result.metrics.update(model_kind(run.config.model).stage_metrics(run, stage))  # P6 sessions
+    return result
 
 
 def _validator(run: Run) -> Callable[[], dict[str, float]] | None:
@@ -134,11 +140,13 @@ def train(cfg: RunConfig, out: Path | None = None, progress: bool = False,
     validated epoch; ``resume`` continues from ``out/checkpoint.pt``. ``out`` must be new,
     empty or a run of the same model (``force``: of any model); checked before any work.
     """
+    model_kind(cfg.model).check_train(cfg.model)
     if out is not None:
         check_run_out(Path(out), cfg.model, force or resume)
     ds = load_dataset(cfg.data.name, cfg.data.filters())
     cfg.eval.check_catalogue(ds.n_items, ds.name)
-    split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
+    split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio,
+                       new_items=cfg.data.new_items)
     info: dict[str, Any] = {}
     tested = np.diff(split.targets("test").indptr) > 0
     unseen = int((tested & (np.diff(split.history("test").indptr) == 0)).sum())
@@ -270,7 +278,8 @@ def load_run(run_dir: str | Path) -> Run:
         raise ConfigError(f"{run_dir}: run.json says model {found!r} but config.toml "
                           f"says {cfg.model!r}; the run directory is inconsistent")
     ds = _run_dataset(run_dir, cfg, info)
-    split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio)
+    split = make_split(ds, cfg.data.split, cfg.data.ratios, cfg.data.seed, cfg.data.valid_ratio,
+                       new_items=cfg.data.new_items)
     # content vectors, user features and semantic IDs are in the weights: only sizes are needed
     model = model_shell(cfg, ds, info)
     weights = next(run_dir / n for n in _WEIGHTS if (run_dir / n).is_file())

@@ -6,10 +6,14 @@ make a model: the config fields that come from the data are filled, the weights 
 read from the fields its config declares, never guessed from the model:
 
     n_items, n_users      always / when declared: counts of the dataset
-    item_repr, content    item_repr "content" | "gated" (sequence models) or fusion != "none"
-      -> content_dim      (lightgcn): item vectors from ``params.content`` (``content_vectors``),
+    item_repr, content    item_repr "content" | "gated" (sequence models), fusion != "none"
+      -> content_dim      (lightgcn) or text_weight > 0 (gfcf): item vectors from
+                          ``params.content`` (``content_vectors``),
                           aligned to item_idx and stored in the weights (``set_content``); with
                           ``count_gate`` the gate also gets each item's training count
+    experts, content      genius: its content expert is fed as above when ``content`` is set,
+    experts, image        its image expert from ``params.image`` (same readers) -> image_dim,
+      -> image_dim        into the weights (``set_image``)
     user_features         categorical users.parquet columns (two_tower), coded here
       -> user_cards       (``user_feature_codes``: 0 = missing) into the weights
     id_sizes              semantic IDs (tiger) from ``params.semantic_ids`` into the weights
@@ -78,6 +82,10 @@ def _content_spec(model_cfg: Any) -> tuple[str, str]:
     """(item_repr, content) from the model's config; ("id", "") for models without them."""
     if _declared(model_cfg, "fusion", "none") != "none":  # lightgcn's semantic fusion
         return "fusion", model_cfg.content
+    if _declared(model_cfg, "text_weight", 0.0) > 0:  # gfcf's text term
+        return "text", model_cfg.content
+    if "content" in _declared(model_cfg, "experts", ()):  # genius's content expert
+        return ("experts", model_cfg.content) if model_cfg.content else ("id", "")
     return _declared(model_cfg, "item_repr", "id"), _declared(model_cfg, "content", "")
 
 
@@ -125,6 +133,11 @@ def _user_cards(info: dict[str, Any]) -> dict[str, Any]:
     return {"user_cards": info["user_features"]["cards"]} if "user_features" in info else {}
 
 
+def _image_dim(info: dict[str, Any]) -> dict[str, Any]:
+    """Config fields an image-expert model (genius) needs before its weights load."""
+    return {"image_dim": info["image"]["dim"]} if "image" in info else {}
+
+
 def _id_sizes(info: dict[str, Any]) -> dict[str, Any]:
     """Config fields a semantic-ID model (tiger) needs before its weights load."""
     return {"id_sizes": info["semantic_ids"]["sizes"]} if "semantic_ids" in info else {}
@@ -134,6 +147,10 @@ _VECTOR_FILES = (".parquet", ".npz", ".npy")
 _FALLBACK = {"content": "items without a vector share one learned vector (the projection of a "
                         "zero vector)",
              "gated": "items without a vector use their id embedding alone (gate fixed to 1)",
+             "experts": "items without a vector drop the content expert from their gate",
+             "text": "items without a vector get no text term (zero row and column of the "
+                     "cosine matrix); a user's text vector is the mean over their history items "
+                     "that have one (none: no text term)",
              "fusion": "items without a vector use their id embedding alone (text part zero); a "
                        "user's text vector is the mean over their training items that have one "
                        "(none: id embedding alone)"}
@@ -189,6 +206,10 @@ def build_model(cfg: RunConfig, ds: Dataset, split: Split) -> tuple[Any, dict[st
         vectors, present, info["content"] = content_vectors(ds, spec)
         content = (torch.from_numpy(vectors), torch.from_numpy(present))
         info["content"]["fallback"] = _FALLBACK[item_repr]
+    image = None
+    if "image" in _declared(model_cfg, "experts", ()) and model_cfg.image:  # genius's images
+        vectors, present, info["image"] = content_vectors(ds, model_cfg.image)
+        image = (torch.from_numpy(vectors), torch.from_numpy(present))
     user_codes = None
     columns = _declared(model_cfg, "user_features", ())
     if columns:  # two_tower's user tower: categorical columns of users.parquet
@@ -199,12 +220,14 @@ def build_model(cfg: RunConfig, ds: Dataset, split: Split) -> tuple[Any, dict[st
 
         id_codes, info["semantic_ids"] = semantic_ids_for_run(ds, cfg.params.get("semantic_ids", ""))
     torch.manual_seed(cfg.train.seed)  # the initial weights of gradient models
-    model = _construct(cfg, ds, info["content"]["dim"] if content else 0, **_user_cards(info),
-                       **_id_sizes(info))
+    model = _construct(cfg, ds, info["content"]["dim"] if content else 0, **_image_dim(info),
+                       **_user_cards(info), **_id_sizes(info))
     if id_codes is not None:  # a buffer of the model: load_run needs no semantic-ID file
         model.set_semantic_ids(torch.from_numpy(id_codes))
     if content is not None:
         set_content(model, *content, split)
+    if image is not None:  # a buffer of the model, as content vectors
+        model.set_image(*image)
     set_item_counts(model, split)
     if user_codes is not None:  # a buffer of the model: load_run needs no users table
         model.set_user_features(torch.from_numpy(user_codes))
@@ -216,4 +239,5 @@ def model_shell(cfg: RunConfig, ds: Dataset, info: dict[str, Any]) -> Any:
     """The model of a saved run with the shapes its run.json ``info`` recorded, ready for its
     weights (which hold the content vectors, user features and semantic IDs); not seeded."""
     content_dim = int(info.get("content", {}).get("dim", 0))
-    return _construct(cfg, ds, content_dim, **_user_cards(info), **_id_sizes(info))
+    return _construct(cfg, ds, content_dim, **_image_dim(info), **_user_cards(info),
+                      **_id_sizes(info))

@@ -26,7 +26,8 @@ class DataConfig:
     split: str = "loo"  # loo | ratio | temporal | fixed
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # ratio/temporal split shares
     seed: int = 2020  # seed of the random (ratio) split
-    valid_ratio: float = 0.0  # fixed split: share of train carved out as validation
+    valid_ratio: float = 0.0  # share of train carved out as validation (fixed; ratio w/o valid)
+    new_items: float = 0.0  # loo: share of items declared new (P1-new), drawn with ``seed``
     min_user: int = 0  # k-core: minimum interactions per user
     min_item: int = 0  # k-core: minimum interactions per item
     rating_threshold: float | None = None  # keep ratings >= this
@@ -34,6 +35,9 @@ class DataConfig:
     def validate(self) -> None:
         if self.split not in SPLITS:
             raise ConfigError(f"data.split: {self.split!r} is not one of {list(SPLITS)}")
+        if self.new_items and (self.split != "loo" or not 0 < self.new_items < 1):
+            raise ConfigError(f"data.new_items: {self.new_items} needs data.split = \"loo\" and "
+                              f"0 < new_items < 1 (P1-new declares e.g. 0.1 of the items new)")
         if self.min_user < 0 or self.min_item < 0:
             raise ConfigError(f"data.min_user / data.min_item must be >= 0, got {self.min_user}, "
                               f"{self.min_item}")

@@ -5,6 +5,12 @@ coincide would share one semantic ID, so ``dedup`` appends a final token that nu
 of each such group 0, 1, 2... (in item order), as TIGER does: every ID then names one item, and
 the last level's vocabulary is the size of the largest group.
 
+``with_fallback`` gives items without content (no vector, or a "zero" fallback vector) an ID of
+their own instead of the code of a zero vector: level 0 takes the reserved code K (one past the
+codebook, which no content item uses), the other C - 1 levels the item's rank among such items
+(in item order) written in base K, so the IDs are unique up to K^(C-1) such items (the dedup token
+separates any beyond). They name no content cluster: a model learns them from interactions only.
+
 ``code_report`` says how good a table is: codebook utilisation per level (share of the K codes
 that some item uses, and the perplexity exp(entropy) of their use), the collision rate before the
 dedup token (share of items whose C tokens another item also has), and the largest group.
@@ -23,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["dedup", "code_report"]
+__all__ = ["dedup", "code_report", "with_fallback"]
 
 
 def _groups(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -42,6 +48,20 @@ def dedup(codes: np.ndarray) -> np.ndarray:
     rank = np.empty(len(codes), dtype=np.int64)
     rank[order] = np.arange(len(codes)) - first
     return np.concatenate([codes, rank[:, None]], axis=1)
+
+
+def with_fallback(codes: np.ndarray, present: np.ndarray, codebook_size: int) -> np.ndarray:
+    """(n, C) codes for all n items: ``codes`` (n_present, C) for the items ``present`` (n,)
+    flags, in order, and the reserved fallback tuple (K, rank in base K) for the others."""
+    codes, present = np.asarray(codes, dtype=np.int64), np.asarray(present, dtype=bool)
+    C = codes.shape[1]
+    table = np.empty((len(present), C), dtype=np.int64)
+    table[present] = codes
+    rank = np.arange(int((~present).sum()))
+    table[~present, 0] = codebook_size
+    for level in range(1, C):  # most significant digit first, wrapping past K^(C-1)
+        table[~present, level] = (rank // codebook_size ** (C - 1 - level)) % codebook_size
+    return table
 
 
 def code_report(codes: np.ndarray, sizes: list[int]) -> dict[str, Any]:

@@ -7,14 +7,24 @@ File layout (one row per item of the dataset):
 
 The Parquet footer holds the meta as JSON under ``genrec.semantic_ids``: method, vectors
 (the item_vectors encoder name they were made from), levels, ``sizes`` (vocabulary of each of
-the T levels; the last is the dedup level), seed, dataset, creation time and the report. The
+the T levels; the last is the dedup level), seed, dataset, ``item_set_hash`` (of the dataset's
+raw item ids), ``vectors_hash`` (of the item vectors quantised), ``n_fallback_ids``, creation
+time and the report. The
 report is also written beside it as ``<name>.json``: codebook utilisation per level, collision
 rate before the dedup token, reconstruction error (relative squared error after each level for
 RQ-KMeans, of the decoder for RQ-VAE) and seconds.
 
 ``build_semantic_ids`` reads item vectors from ``genrec.features.store`` (made by ``genrec embed
 items``, or any vectors saved there, e.g. a trained model's item table), quantises them and
-writes both files; ``load_semantic_ids`` aligns a file to the dataset's item_idx.
+writes both files; ``load_semantic_ids`` aligns a file to the dataset's item_idx and refuses a
+file whose item set is not the dataset's (another dataset, or the same one filtered or prepared
+again): its IDs would name other items. Files written before the hash was stored are checked by
+the hash of their own item ids.
+
+Items without content (no vector, or a "zero" fallback vector) are not quantised as a zero
+vector: each gets a reserved fallback ID (``codes.with_fallback``: level 0 = K, one past the
+codebook, then its rank among them in base K), unique and shared with no content item. Level 0's
+vocabulary is then K + 1. Their number is ``n_fallback_ids`` in the report and in run.json.
 
 Example:
     >>> path, report = build_semantic_ids(ds, "minilm", "rq_kmeans")           # doctest: +SKIP
@@ -25,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -36,13 +47,29 @@ import pyarrow.parquet as pq
 
 from genrec._files import atomic_file
 from genrec.data.dataset import DataError, Dataset
-from genrec.semantic_ids.codes import code_report, dedup
+from genrec.semantic_ids.codes import code_report, dedup, with_fallback
 
 __all__ = ["METHODS", "build_semantic_ids", "load_semantic_ids", "semantic_ids_for_run",
-           "semantic_ids_path", "default_name"]
+           "semantic_ids_path", "default_name", "item_set_hash", "FALLBACK"]
 
 METHODS = ("rq_kmeans", "rq_vae")
 META_KEY = b"genrec.semantic_ids"
+FALLBACK = ("an item without content gets a reserved ID: level 0 = codebook_size (used by no "
+            "content item), then its rank among such items in base codebook_size")
+
+# files built before fallback IDs (no n_fallback_ids in their meta): run.json says so
+_OLD_FALLBACK = ("none: built before fallback IDs, items without content were quantised as zero "
+                 "vectors (n_without_vector); rebuild the file to give them reserved IDs")
+
+
+def item_set_hash(item_ids) -> str:
+    """A short SHA-256 of a set of raw item ids (order-free): equal exactly when two datasets,
+    or a dataset and an ID file, hold the same items."""
+    return hashlib.sha256("\x1f".join(sorted(str(i) for i in item_ids)).encode()).hexdigest()[:16]
+
+
+def _vectors_hash(matrix: np.ndarray, present: np.ndarray) -> str:
+    return hashlib.sha256(matrix.tobytes() + present.tobytes()).hexdigest()[:16]
 
 
 def semantic_ids_path(ds: Dataset, name: str) -> Path:
@@ -73,7 +100,11 @@ def build_semantic_ids(ds: Dataset, vectors: str, method: str = "rq_kmeans", *,
     name = name or default_name(vectors, method)
     path = semantic_ids_path(ds, name)
     matrix, present, vmeta = load_vectors(ds, vectors)
-    x = matrix[1:]  # row 0 is PAD
+    has = present[1:]  # row 0 is PAD
+    if not has.any():
+        raise DataError(f"no item of {ds.name} has a {vectors!r} vector (all missing or zero); "
+                        f"embed the items' content first with `genrec embed items`")
+    x = matrix[1:][has]  # items without content get fallback IDs (with_fallback), not k-means'
     start = time.perf_counter()
     if method == "rq_kmeans":
         from genrec.semantic_ids.rq_kmeans import rq_kmeans
@@ -91,14 +122,19 @@ def build_semantic_ids(ds: Dataset, vectors: str, method: str = "rq_kmeans", *,
                  "relative_error_at_init": round(fit.initial_error, 5),
                  "dead_codes_per_level": fit.dead_codes, "epochs": cfg.epochs}
     seconds = time.perf_counter() - start
-    report = code_report(codes, [codebook_size] * levels)
-    full = dedup(codes)
-    sizes = [codebook_size] * levels + [report["dedup_size"]]
+    report = code_report(codes, [codebook_size] * levels)  # of the content items' codes
+    n_fallback = int((~has).sum())
+    full = dedup(with_fallback(codes, has, codebook_size))
+    report["dedup_size"] = int(full[:, -1].max()) + 1
+    sizes = [codebook_size + int(n_fallback > 0)] + [codebook_size] * (levels - 1) \
+        + [report["dedup_size"]]
     report = {"name": name, "method": method, "vectors": vectors, "dataset": ds.name,
-              "n_without_vector": int(ds.n_items - present[1:].sum()), **report,
+              "n_without_vector": n_fallback, "n_fallback_ids": n_fallback, **report,
+              "n_items": ds.n_items,  # IDs for every item; utilisation/collisions: content items
               "reconstruction": error, "sizes": sizes, "seconds": round(seconds, 2)}
     meta = {**report, "levels": levels, "codebook_size": codebook_size, "seed": seed,
-            "vectors_file": vmeta["path"],
+            "vectors_file": vmeta["path"], "item_set_hash": item_set_hash(ds.item_ids[1:]),
+            "vectors_hash": _vectors_hash(matrix, present), "fallback": FALLBACK,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     ids = [str(i) for i in ds.item_ids[1:]]
     table = pa.table({
@@ -143,19 +179,22 @@ def load_semantic_ids(ds: Dataset, name: str) -> tuple[np.ndarray, list[int], di
     meta = {**json.loads(raw), "path": str(path)}
     sizes = [int(s) for s in meta["sizes"]]
     ids = table.column("item_id").to_pylist()
+    # the item set hashed at build time and the file's own ids (older files carry no hash)
+    have = item_set_hash(ds.item_ids[1:])
+    built_for = next((h for h in (meta.get("item_set_hash"), item_set_hash(ids)) if h and h != have),
+                     None)
+    if built_for:
+        raise DataError(f"{path} was built for dataset {meta.get('dataset')!r} with another item "
+                        f"set (hash {built_for}, {len(ids):,} items), not {ds.name}'s (hash "
+                        f"{have}, {ds.n_items:,} items), so its IDs name other items; rebuild it "
+                        f"with `genrec semantic-ids build --data {ds.path} --vectors "
+                        f"{meta.get('vectors', 'ENCODER')} --method "
+                        f"{meta.get('method', 'rq_kmeans')}`")
     flat = table.column("codes").combine_chunks().flatten().to_numpy().astype(np.int64)
     codes_in = flat.reshape(len(ids), len(sizes))
     row_of = {str(raw_id): idx for idx, raw_id in enumerate(ds.item_ids) if idx > 0}
-    rows = np.array([row_of.get(i, -1) for i in ids], dtype=np.int64)
     codes = np.full((ds.n_items + 1, len(sizes)), -1, dtype=np.int64)
-    codes[rows[rows >= 0]] = codes_in[rows >= 0]
-    missing = np.flatnonzero((codes[1:] < 0).any(axis=1)) + 1
-    if len(missing):
-        raise DataError(f"{path} has no semantic ID for {len(missing)} item(s) of {ds.name} (e.g. "
-                        f"raw ids {[ds.item_ids[i] for i in missing[:5]]}): it was built for "
-                        f"another version of the dataset; rebuild it with `genrec semantic-ids "
-                        f"build --data {ds.path} --vectors {meta.get('vectors', 'ENCODER')} "
-                        f"--method {meta.get('method', 'rq_kmeans')}`")
+    codes[[row_of[i] for i in ids]] = codes_in  # the same item set: every item has one row
     if len(np.unique(codes[1:], axis=0)) != ds.n_items:
         raise DataError(f"{path}: some items share a semantic ID (after filtering the dataset?); "
                         f"rebuild it with `genrec semantic-ids build`")
@@ -163,9 +202,15 @@ def load_semantic_ids(ds: Dataset, name: str) -> tuple[np.ndarray, list[int], di
 
 
 def semantic_ids_for_run(ds: Dataset, name: str) -> tuple[np.ndarray, dict[str, Any]]:
-    """``(codes, info)`` for a model run: info (name, sizes, method, vectors, path) goes to
+    """``(codes, info)`` for a model run: info (name, sizes, method, vectors, path, the item-set
+    and vectors hashes, ``n_fallback_ids``: items without content, see FALLBACK) goes to
     run.json, and its ``sizes`` rebuild the model on load before the codes come from weights."""
     codes, sizes, meta = load_semantic_ids(ds, name)
     return codes, {"name": name, "sizes": sizes, "method": meta.get("method"),
                    "vectors": meta.get("vectors"), "path": meta["path"],
-                   "collision_rate": meta.get("collision_rate")}
+                   "collision_rate": meta.get("collision_rate"),
+                   "item_set_hash": item_set_hash(ds.item_ids[1:]),
+                   "vectors_hash": meta.get("vectors_hash"),
+                   "n_fallback_ids": meta.get("n_fallback_ids"),
+                   "n_without_vector": meta.get("n_without_vector"),
+                   "fallback": meta.get("fallback", _OLD_FALLBACK)}

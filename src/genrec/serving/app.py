@@ -246,16 +246,24 @@ def create_app(run_dir: str | Path | None = None, *, bundle: Bundle | None = Non
     # a plain def: the bi-encoder takes tens of ms, so it runs in the thread pool
     @app.get("/search", response_model=SearchResponse, responses=_ERRORS)
     def search_items(request: Request,
-                     q: str = Query(..., min_length=1, max_length=MAX_QUERY_LENGTH, pattern=r"\S",
-                                    description="free text; blank is a 422"),
+                     q: str = Query(..., min_length=1, pattern=r"\S",
+                                    description=f"free text; blank is a 422; past "
+                                                f"{MAX_QUERY_LENGTH:,} characters it is cut, "
+                                                f"with a note"),
                      k: int = Query(10, ge=1, le=MAX_K)) -> SearchResponse:
         """Items whose text best matches ``q``."""
         b, t0 = _bundle(request), time.perf_counter()
+        notes = []
+        if len(q) > MAX_QUERY_LENGTH:
+            notes.append(f"the query was cut to its first {MAX_QUERY_LENGTH:,} of {len(q):,} "
+                         f"characters")
+            q = q[:MAX_QUERY_LENGTH]
         items, scores = b.search(q, k)
         note_for = getattr(b.search_index, "query_note", None)
+        notes.append(note_for(q) if note_for else None)
         return SearchResponse(query=q, items=_scored(b, items, scores),
                               encoder=b.search_index.name, latency_ms=_ms(t0),
-                              note=note_for(q) if note_for else None)
+                              note="; ".join(n for n in notes if n) or None)
 
     @app.get("/items/{item_id}", response_model=ItemDetails, responses=_ERRORS)
     async def item(item_id: ItemId, request: Request) -> ItemDetails:

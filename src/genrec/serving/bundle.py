@@ -5,6 +5,10 @@ builds, once: the item catalogue (raw ids, titles, text, local image paths), raw
 known-interactions matrix, item popularity, the item-item similarity source and the text index
 for search. Every request then only scores.
 
+A pipeline run directory (``genrec pipeline train``; marker ``pipeline.json``) is served by
+``genrec.pipeline.serve.ChainRecommender``: channels -> features -> ranker -> re-rank for a known
+user, its first recall run for the rest (catalogue, /similar, explicit histories).
+
 Recommendations come from ``genrec.runs.recommend.Recommender``, the one top-k that
 ``genrec recommend`` uses too; it asks the model's kind (``genrec.runs.kinds``) how to score a
 known user or an explicit item history:
@@ -42,13 +46,14 @@ import scipy.sparse as sp
 import torch
 
 from genrec.data.dataset import DataError
+from genrec.pipeline.serve import ChainRecommender, is_pipeline_run
 from genrec.retrieval.text import TextIndex, build_text_index
 from genrec.runs import Run, check_run_dir, load_run
 from genrec.runs.recommend import Recommendation, Recommender, top_k
 from genrec.serving.search import GenerateRankIndex, is_search_run
 
 __all__ = ["Bundle", "Recommendation", "UnknownItemsError", "UnknownUserError", "check_run_dir",
-           "load_bundle"]
+           "is_pipeline_run", "load_bundle"]
 
 # columns of items.parquet shown as item details and, when textual, indexed for search
 _TEXT_COLUMNS = ("title", "categories", "genres", "genre", "tags", "brand", "description")
@@ -108,7 +113,7 @@ class Bundle:
     # ---- catalogue ------------------------------------------------------------------------
     @property
     def model_name(self) -> str:
-        return self.run.config.model
+        return getattr(self.recommender, "name", self.run.config.model)  # a chain names itself
 
     @property
     def n_items(self) -> int:
@@ -229,8 +234,12 @@ def load_bundle(run_dir: str | Path, search: str = "auto", threads: int | None =
     t0 = time.perf_counter()
     if threads:
         _limit_threads(threads)
-    run = load_run(run_dir)
-    recommender = Recommender(run)  # the kind's scorer, built now (dropout off), not on a request
+    if is_pipeline_run(run_dir):  # `genrec pipeline train`: the whole chain for known users
+        recommender: Recommender = ChainRecommender(run_dir)
+        run = recommender.run      # its first recall run: catalogue, /similar, explicit histories
+    else:
+        run = load_run(run_dir)
+        recommender = Recommender(run)  # the kind's scorer, built now (dropout off)
     item_ids, titles, details, images = _catalogue(run)
     source, similar = recommender.kind.similar(run, recommender.known)
     if is_search_run(search):  # a `genrec search train` run: generate-and-rank

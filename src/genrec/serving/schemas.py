@@ -21,7 +21,7 @@ MAX_K = 100
 MAX_HISTORY = 500
 MAX_EXCLUDE = 1000
 MAX_ID_LENGTH = 200
-MAX_QUERY_LENGTH = 500
+MAX_QUERY_LENGTH = 2000  # /search cuts a longer query here and says so in its note
 
 
 def _integer_as_text(value: object) -> object:

@@ -19,6 +19,7 @@ from typing import Any
 
 from genrec.config import ConfigError, from_dict, from_layers, load_toml, to_dict
 from genrec.models.text2items import Text2ItemsConfig
+from genrec.pipeline.human_queries import HumanQueryConfig
 from genrec.pipeline.text_queries import QueryConfig
 from genrec.training.trainer import TrainConfig
 
@@ -27,7 +28,8 @@ __all__ = ["IdsConfig", "RankerConfig", "SearchEvalConfig", "TextSearchConfig", 
 
 @dataclass
 class IdsConfig:
-    vectors: str = "minilm"     # item vectors to quantise (made by `genrec embed items` if absent)
+    vectors: str = "minilm"     # item vectors to quantise (made by `genrec embed items` if absent;
+    #                             with people's queries: the encoder of their item text)
     method: str = "rq_kmeans"   # rq_kmeans | rq_vae
     levels: int = 3             # C codebook levels (a dedup token is added)
     codebook_size: int = 256    # K codes per level
@@ -79,6 +81,13 @@ class TextSearchConfig:
     data: str = "amazon-beauty"      # dataset preset, prepared name or directory
     text_fields: tuple[str, ...] = ()  # item text columns; () = every text column present
     queries: QueryConfig = field(default_factory=QueryConfig)
+    # datasets of people's queries (lastfm-tags: T1, tomt-books: T2) read their own queries and
+    # item text instead (genrec.pipeline.human_queries); ``queries`` and ``text_fields`` then
+    # do not apply
+    human: HumanQueryConfig = field(default_factory=HumanQueryConfig)
+    # DSI "indexing": the generator also trains on one (item text -> item) pair per item, so an
+    # item no training query names is still learnable
+    index_items: bool = False
     ids: IdsConfig = field(default_factory=IdsConfig)
     generator: Text2ItemsConfig = field(default_factory=Text2ItemsConfig)
     train: TrainConfig = field(default_factory=_train_defaults)

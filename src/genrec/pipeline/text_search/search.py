@@ -15,7 +15,8 @@ Four ways to answer a free-text query, behind one ``TextSearch.search(query, k, 
 
 Errors for callers (CLI, HTTP): an empty or blank query, an unknown method, k < 1 or a method the
 run lacks raise ValueError; a query whose word pieces are mostly [UNK] still gets results, with
-``SearchResult.note`` saying so; a directory without semantic IDs or generator is a DataError
+``SearchResult.note`` saying so; a query over ``MAX_QUERY_CHARS`` characters is cut there, with a
+note; a directory without semantic IDs or generator is a DataError
 naming the command that makes one. One ``TextSearch`` serves one request at a time (the
 bi-encoder locks its tokenizer; the generator and ranker hold no state between calls).
 
@@ -42,10 +43,11 @@ from genrec.data.dataset import DataError
 from genrec.models.text2items import Text2Items, load_tokenizer, unknown_share
 from genrec.pipeline.text_search.config import TextSearchConfig
 
-__all__ = ["METHODS", "SearchResult", "TextSearch"]
+__all__ = ["METHODS", "MAX_QUERY_CHARS", "SearchResult", "TextSearch"]
 
 METHODS = ("bm25", "minilm", "generator", "generator+ce")
 UNKNOWN_NOTE = 0.5  # share of [UNK] word pieces from which on a result carries a note
+MAX_QUERY_CHARS = 2000  # a longer query is cut here (the models read far fewer tokens anyway)
 _TRAIN_HINT = "`genrec search train DATASET_OR_CONFIG --out {out}`"
 
 
@@ -170,6 +172,12 @@ class TextSearch:
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
         query = query.strip()
+        notes = []
+        if len(query) > MAX_QUERY_CHARS:
+            notes.append(f"the query was cut to its first {MAX_QUERY_CHARS:,} of {len(query):,} "
+                         f"characters")
+            query = query[:MAX_QUERY_CHARS]
+        notes.append(self.note(query))
         gen = ce = None
         if method == "bm25":
             items, scores = self.bm25().search(query, k)
@@ -196,7 +204,7 @@ class TextSearch:
         items = np.asarray(items, dtype=np.int64)[:k]
         return SearchResult(method, items, np.asarray(scores)[:k],
                             None if gen is None else gen[:k], None if ce is None else ce[:k],
-                            note=self.note(query),
+                            note="; ".join(n for n in notes if n) or None,
                             titles=[str(self.titles[i]) for i in items],
                             item_ids=[str(self.item_ids[i]) for i in items])
 

@@ -1,7 +1,9 @@
 """Training a text-search run: ``train_text_search(cfg, out)``, and ``evaluate_search``.
 
 ``train_text_search(cfg, out)`` builds the whole system: queries and a held-out split from the
-item text (``genrec.pipeline.text_queries``), semantic IDs from MiniLM vectors by RQ-KMeans
+item text (``genrec.pipeline.text_queries``), or on a dataset of people's queries (lastfm-tags,
+tomt-books) those queries, their split and item text (``genrec.pipeline.human_queries``; the
+item vectors are then encoded from that text), semantic IDs from MiniLM vectors by RQ-KMeans
 (``genrec.semantic_ids``), the generator trained by the one trainer (early stopping on VALID
 NDCG@10 of a fixed query sample), hard negatives mined with the generator, the cross-encoder.
 The run directory (written atomically) is enough to serve without the dataset:
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +37,7 @@ import torch
 from genrec._files import atomic_dir, check_replaceable
 from genrec.config import ConfigError, from_dict, to_dict, to_toml
 from genrec.models.text2items import QueryBatch, Text2Items, load_tokenizer
+from genrec.pipeline.human_queries import PROTOCOLS, human_queries
 from genrec.pipeline.text_queries import QuerySet, build_queries, metrics
 from genrec.pipeline.text_search.config import RankerConfig, TextSearchConfig
 from genrec.pipeline.text_search.search import TextSearch, _columns
@@ -65,13 +69,16 @@ def evaluate_search(search_fn: Callable[[str, int], np.ndarray], qs: QuerySet, s
 
 
 # ---- training --------------------------------------------------------------------------------
-def _semantic_ids(ds: Any, cfg: TextSearchConfig, fields: list[str] | None, log: Callable
+def _semantic_ids(ds: Any, cfg: TextSearchConfig, fields: list[str] | None, log: Callable,
+                  human_vectors: str | None = None
                   ) -> tuple[np.ndarray, list[int], dict[str, Any]]:
     """Codes (n_items + 1, T), sizes and meta: the dataset's ID file, built when missing."""
     from genrec.features.store import vectors_path
     from genrec.semantic_ids.store import build_semantic_ids, load_semantic_ids, semantic_ids_path
 
     ids = cfg.ids
+    if human_vectors:  # people's queries: the item vectors of their split's item text
+        ids = replace(ids, vectors=human_vectors)
     if not vectors_path(ds, ids.vectors).is_file():
         from genrec.features import EncoderOptions, embed_items, make_encoder
 
@@ -87,13 +94,40 @@ def _semantic_ids(ds: Any, cfg: TextSearchConfig, fields: list[str] | None, log:
     return load_semantic_ids(ds, name)
 
 
+def _human_vectors(ds: Any, texts: list[str], protocol: str, encoder: str, log: Callable) -> str:
+    """The name of the item vectors of a people's-query protocol, encoded when missing. Its
+    item text depends on the query split (T1: training tags only), so the name carries a hash
+    of the texts, ``<encoder>-t1-<hash>``, and never meets `genrec embed items`' vectors."""
+    from genrec.features import EncoderOptions, make_encoder
+    from genrec.features.store import content_hash, save_vectors, vectors_path
+
+    ids = ds.items.sort("item_idx")["item_id"].cast(pl.Utf8).to_list()
+    digest = content_hash(ids, texts)
+    name = f"{encoder}-{protocol.lower()}-{digest.split(':')[1][:10]}"
+    if not vectors_path(ds, name).is_file():
+        log(f"embedding {len(texts):,} {protocol} item texts with {encoder} into {name}")
+        enc = make_encoder(encoder, EncoderOptions(progress=True))
+        vectors = enc.encode(texts)
+        vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        save_vectors(ds, name, ids, vectors, {**enc.describe(), "kind": "text",
+                                              "text_template": f"{protocol} item text",
+                                              "content_hash": digest, "normalized": True})
+    return name
+
+
 class _PairBatches:
     """Seeded, shuffled batches of training (query, item) pairs, tokenised once up front."""
 
-    def __init__(self, model: Text2Items, qs: QuerySet, batch_size: int, seed: int) -> None:
-        enc = model.encode(qs.queries)  # (Q, L) every query, padded to the longest
+    def __init__(self, model: Text2Items, qs: QuerySet, batch_size: int, seed: int,
+                 item_texts: list[str] = ()) -> None:
+        # DSI indexing: item i's text is one more "query" whose item is i (item_texts[0] = item 1)
+        keep = [i for i, t in enumerate(item_texts) if t.strip()]
+        enc = model.encode(qs.queries + [item_texts[i] for i in keep])  # (Q + N, L) padded
         self.tokens, self.lengths = enc.tokens, enc.mask.sum(1)
-        self.q, self.items = (torch.from_numpy(a) for a in qs.pairs("train"))
+        q, items = qs.pairs("train")
+        q = np.concatenate([q, len(qs.queries) + np.arange(len(keep))])
+        items = np.concatenate([items, np.array(keep, dtype=np.int64) + 1])
+        self.q, self.items = torch.from_numpy(q), torch.from_numpy(items)
         self.batch_size, self.seed = batch_size, seed
 
     def __len__(self) -> int:
@@ -168,14 +202,21 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     ds = load_dataset(cfg.data)
-    fields = list(cfg.text_fields) or None
-    texts, _, tpl = item_texts(ds.items.sort("item_idx"), fields)
+    if ds.meta.get("format") in PROTOCOLS:  # people's queries: item text depends on their split
+        hq = human_queries(ds, cfg.human)
+        qs, texts, fields = hq.queries, hq.texts[1:], None
+        text_template = f"{hq.protocol} item text (genrec.pipeline.human_queries)"
+        human_vectors = _human_vectors(ds, texts, hq.protocol, cfg.ids.vectors, log)
+    else:
+        texts, _, tpl = item_texts(ds.items.sort("item_idx"), list(cfg.text_fields) or None)
+        qs, fields, text_template = build_queries(ds.items, cfg.queries), list(tpl.fields), \
+            tpl.describe()
+        human_vectors = None
     items = pl.DataFrame({"item_idx": ds.items.sort("item_idx")["item_idx"],
                           "item_id": ds.items.sort("item_idx")["item_id"].cast(pl.Utf8),
                           "title": [str(t) for t in ds.titles()[1:]], "text": texts})
-    qs = build_queries(ds.items, cfg.queries)
     log(f"{ds.name}: {ds.n_items:,} items; queries {qs.summary()}")
-    codes, sizes, sid_meta = _semantic_ids(ds, cfg, list(tpl.fields), log)
+    codes, sizes, sid_meta = _semantic_ids(ds, cfg, fields, log, human_vectors)
 
     with atomic_dir(out, marker="run.json", what="text-search run") as tmp:
         tokenizer = load_tokenizer(cfg.generator.tokenizer)
@@ -185,7 +226,8 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
         model._tokenizer = tokenizer
         model.set_semantic_ids(torch.from_numpy(codes))
         n_params = sum(p.numel() for p in model.parameters())
-        batches = _PairBatches(model, qs, cfg.train.batch_size, cfg.train.seed)
+        batches = _PairBatches(model, qs, cfg.train.batch_size, cfg.train.seed,
+                               texts if cfg.index_items else ())
         vq, vrel, vheld = qs.stage("valid")
         pick = np.random.default_rng(cfg.eval.seed).permutation(len(vq))[:cfg.eval.valid_queries]
         ev = cfg.eval
@@ -201,12 +243,13 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
 
         c = model.config
         log(f"generator: {n_params:,} parameters (T5 {c.n_layers}+{c.n_decoder_layers} layers, "
-            f"d_model {c.dim}); {len(batches.q):,} training pairs, {len(batches)} steps per "
-            f"epoch; budget {cfg.train.max_minutes} min")
-        t0 = time.perf_counter()
+            f"d_model {c.dim}, {c.encoder} encoder); {len(batches.q):,} training pairs"
+            f"{' (one item-text pair per item among them)' if cfg.index_items else ''}, "
+            f"{len(batches)} steps per epoch; budget {cfg.train.max_minutes} min")
+        t0, cpu0 = time.perf_counter(), time.process_time()
         result = fit(model, cfg.train, batches, validate if len(pick) else None,
                      run_dir=tmp / "generator", steps_per_epoch=len(batches), progress=progress)
-        gen_seconds = time.perf_counter() - t0
+        gen_seconds, gen_cpu = time.perf_counter() - t0, time.process_time() - cpu0
         log(f"generator trained: {result.summary()}")
         for name in ("checkpoint.pt", "best.pt"):  # optimizer state: not needed to serve
             (tmp / "generator" / name).unlink(missing_ok=True)
@@ -220,16 +263,17 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
         if cfg.ranker.enabled:
             from genrec.models.cross_encoder import CrossEncoderConfig, CrossEncoderRanker
 
-            t1 = time.perf_counter()
+            t1, cpu1 = time.perf_counter(), time.process_time()
             queries, positives, cands = _mine(model, qs, cfg.ranker, cfg.eval.seed, log,
                                               progress)
             ranker = CrossEncoderRanker(from_dict(CrossEncoderConfig, cfg.ranker.params,
                                                   prefix="ranker.params."))
             fit_info = ranker.fit(queries, positives, cands, [""] + texts)
             ranker.save(tmp / "cross_encoder")
-            ce_seconds = time.perf_counter() - t1
+            ce_seconds, ce_cpu = time.perf_counter() - t1, time.process_time() - cpu1
             ranker_info = {"enabled": True, "queries": len(queries), "fit": fit_info,
-                           "seconds_with_mining": round(ce_seconds, 1)}
+                           "seconds_with_mining": round(ce_seconds, 1),
+                           "cpu_seconds_with_mining": round(ce_cpu, 1)}
             log(f"cross-encoder trained in {ce_seconds:.0f} s: {fit_info}")
 
         (tmp / "config.toml").write_text(to_toml(to_dict(cfg)))
@@ -248,11 +292,11 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
         _write_json(tmp / "metrics.json", scores)
         _write_json(tmp / "run.json", {
             "system": "text2items", "dataset": ds.name, "dataset_dir": str(ds.path),
-            "n_items": ds.n_items, "text_template": tpl.describe(), "queries": qs.summary(),
+            "n_items": ds.n_items, "text_template": text_template, "queries": qs.summary(),
             "semantic_ids": {k: sid_meta.get(k) for k in ("name", "method", "vectors", "sizes",
                                                            "collision_rate", "path")},
             "generator": {"n_params": n_params, "train": result.summary(),
-                          "seconds": round(gen_seconds, 1)},
+                          "seconds": round(gen_seconds, 1), "cpu_seconds": round(gen_cpu, 1)},
             "ranker": ranker_info, "seconds": round(time.perf_counter() - t_all, 1),
             "versions": {"genrec": __version__, "torch": torch.__version__}})
     search.run_dir = out

@@ -10,14 +10,15 @@ serving, recall and benchmarks ask the adapter; they never inspect the model.
               by user index: BPR, LightGCN; users without training items: popularity (pairs.py)
     sequence  trained on ``SeqBatch`` histories; ``score(SeqBatch)``: SASRec, HSTU, TIGER, SemID,
               two-tower                                                         (sequence.py)
-
-Room for two more, each one adapter file plus one ``KINDS`` line: ``features`` (rankers over a
-recall's candidate lists: DIN, DCN-V2, LightGBM; their batches hold candidate features and their
-scorer ranks candidates, not the catalogue) and ``session`` (sequence-to-sequence session
-generators, scored through ``generate``).
+    features  rankers over a recall's candidate lists, trained on ``FeatureBatch`` rows by
+              ``genrec.pipeline`` (not ``genrec train``): DIN, DCN-V2, MMoE, ranker (features.py)
+    session   a history -> a generated session: ``SessionBatch`` after encoder pre-training on
+              ``SeqBatch``; ``score`` = the first item's scores, ``generate`` the list: GENIUS
+                                                                                (session.py)
 
 An adapter answers (``Kind`` holds the defaults):
 
+    check_train(model)           refuse a model that ``genrec train`` cannot train (features)
     trains, fit, batches         a closed-form fit, or the one trainer's batches per epoch
     attach(model, split)         data the model needs beside its weights (after build and load)
     cold_users(split)            users whom evaluation serves popularity instead of the model
@@ -25,6 +26,7 @@ An adapter answers (``Kind`` holds the defaults):
     score_history(run, items)    (n_items + 1,) scores from an explicit item history (serving)
     similar(run, known)          the item-item relation of /similar
     vector_search(run, ...)      item and user vectors for an ANN channel (two towers only)
+    stage_metrics(run, stage)    metrics beside the full-ranking ones (P6 session metrics)
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import importlib
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from genrec.config import ConfigError
 from genrec.registry import model_classes
@@ -49,8 +52,8 @@ KINDS: dict[str, tuple[str, str]] = {
     "matrix": ("genrec.runs.kinds.matrix", "MatrixKind"),        # fitted in closed form
     "pairs": ("genrec.runs.kinds.pairs", "PairsKind"),           # (user, pos, neg) triples
     "sequence": ("genrec.runs.kinds.sequence", "SequenceKind"),  # item histories
-    # to come, one adapter file each: "features" (rankers over candidate lists) and
-    # "session" (sequence-to-sequence session generators); see the module docstring
+    "session": ("genrec.runs.kinds.session", "SessionKind"),     # history -> generated session
+    "features": ("genrec.runs.kinds.features", "FeaturesKind"),  # rows of candidate lists
 }
 
 Scorer = Callable[[np.ndarray], Any]  # users (B,) -> (B, n_items + 1) numpy or torch scores
@@ -65,6 +68,9 @@ class Kind:
     cold_fallback = ""  # what ``cold_users`` get in evaluation (run.json's cold_start)
 
     # ---- building and training -------------------------------------------------------------
+    def check_train(self, model: str) -> None:
+        """ConfigError if ``genrec.runs.train`` cannot train ``model`` (checked before any work)."""
+
     def attach(self, model: Any, split: Split) -> None:
         """Give ``model`` the data it needs beside its weights (after building and loading)."""
 
@@ -89,6 +95,26 @@ class Kind:
     def score_history(self, run: Run, items: np.ndarray) -> np.ndarray:
         """(n_items + 1,) float64 scores for a user given by an item history (oldest first)."""
         raise NotImplementedError
+
+    def stage_metrics(self, run: Run, stage: str) -> dict[str, float]:
+        """Metrics beside the full-ranking evaluator's for ``stage``: on a ``next_k`` split
+        (P6), the session metrics of each user's top-20 list, the model's top-k as a set
+        (``session/...``; a session model generates its list instead)."""
+        if run.split.name != "next_k":
+            return {}
+        from genrec.runs.kinds.session import p6_metrics
+        from genrec.topk import top_k
+
+        score, history = self.scorer(run, stage), run.split.history(stage)
+
+        def lists(users: np.ndarray) -> np.ndarray:
+            scores = torch.as_tensor(score(users)).detach().float().cpu().clone()
+            rows = history[users].tocoo()
+            scores[torch.from_numpy(rows.row).long(), torch.from_numpy(rows.col).long()] = -np.inf
+            scores[:, 0] = -np.inf
+            return top_k(scores, 20)[0].numpy()
+
+        return p6_metrics(run, stage, lists)
 
     def similar(self, run: Run, known: sp.csr_matrix) -> Similar:
         """The item-item relation of /similar: -inf where unrelated."""

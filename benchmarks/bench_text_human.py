@@ -1,0 +1,243 @@
+"""Text -> items on human-written queries (T1 Last.fm tags, T2 TOMT books): every baseline.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_text_human.py lastfm-tags \\
+        [--methods popularity,bm25,minilm,minilm-ft,union,ce] [--ft-minutes 10] \\
+        [--ce-minutes 10] [--depth 30] [--stage test] [--generator RUN_DIR] [--no-record]
+
+The query set is ``genrec.pipeline.human_queries`` (T1: tags with >= 10 artists, tags split
+80/10/10 seeded, item text = name + the most frequent TRAIN tags; T2: the authors' splits, query
+= title + description, item text = title + description); the stages are
+``genrec.pipeline.human_baselines``: popularity, BM25 over item text, the MiniLM bi-encoder
+zero-shot and fine-tuned on the training pairs (in-batch negatives, ``--ft-minutes``), the union
+of BM25 and the (fine-tuned, else zero-shot) bi-encoder; with ``--generator RUN`` (a ``genrec
+search train`` run, e.g. ``configs/text2items_lastfm.toml``) its generator too, and its union
+with that bi-encoder. The MiniLM cross-encoder, trained on
+``--ce-queries`` training queries with hard negatives from those two stages (``--ce-minutes``),
+re-ranking the top ``--depth`` of every stage (``X+ce`` rows). Every stage returns 100
+candidates per ``--stage`` query (all of them: 145 / 233 test queries); metrics of
+``human_queries.ranking_metrics``: Recall@10, NDCG@10, MRR@10 of the list and Recall@100 of the
+candidates. CPU seconds (user + system of this process) of each training run and each stage's
+ranking are measured with ``resource.getrusage``.
+
+Rows go to BENCHMARKS.md (``_record.record``), table "Text search — human-written queries".
+Environment: GENREC_HOME / GENREC_DATA as for every benchmark (the dataset is prepared once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+_REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(_REPO / "benchmarks"))
+
+from _record import record  # noqa: E402
+
+from genrec.pipeline import human_baselines as hb  # noqa: E402
+from genrec.pipeline.human_queries import (HumanQueryConfig, human_queries,  # noqa: E402
+                                           ranking_metrics)
+
+TABLE = "Text search — human-written queries"
+METHODS = ("popularity", "bm25", "minilm", "minilm-ft", "union", "ce")
+DATASETS = {"lastfm-tags": "T1", "tomt-books": "T2"}
+TEXT_TOKENS = {"T1": 64, "T2": 256}  # bi-encoder and cross-encoder max_length per protocol
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+class Clock:
+    """Wall and CPU seconds of a block: ``with Clock() as c: ...; c.wall, c.cpu``."""
+
+    def __enter__(self) -> "Clock":
+        self.w0, self.c0 = time.perf_counter(), cpu_seconds()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.wall, self.cpu = time.perf_counter() - self.w0, cpu_seconds() - self.c0
+
+
+def generator_rank(run_dir: Path, queries: list[str], n: int, beam: int) -> list[np.ndarray]:
+    """The run's generator: top ``n`` items of each query by constrained beam search."""
+    from genrec.pipeline.text_search import TextSearch
+
+    model = TextSearch.load(run_dir).generator
+    out = []
+    with torch.inference_mode():
+        for lo in range(0, len(queries), 16):
+            ids, logp = model.generate(queries[lo:lo + 16], n, max(beam, n))
+            out += [r[torch.isfinite(s)].numpy().astype(np.int64) for r, s in zip(ids, logp)]
+    return out
+
+
+def generator_cost(run_dir: Path) -> str:
+    import json
+
+    gen = json.loads((run_dir / "run.json").read_text())["generator"]
+    return (f"generator train {gen.get('cpu_seconds', '?')} CPU s / {gen['seconds']:.0f} s wall "
+            f"(run.json, {gen['n_params'] / 1e6:.1f}M params, "
+            f"{gen['train'].get('stop_reason', '?')})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("dataset", choices=list(DATASETS))
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of "
+                                                                 f"{','.join(METHODS)}")
+    ap.add_argument("--stage", default="test", choices=["valid", "test"])
+    ap.add_argument("--candidates", type=int, default=100, help="list length of each stage")
+    ap.add_argument("--k", type=int, default=10)
+    ap.add_argument("--seed", type=int, default=0, help="T1 tag split and training samples")
+    ap.add_argument("--item-tags", type=int, default=10, help="T1: training tags in item text")
+    ap.add_argument("--max-length", type=int, default=None,
+                    help="tokens per text for both encoders (default: 64 for T1, 256 for T2)")
+    ap.add_argument("--ft-minutes", type=float, default=10.0)
+    ap.add_argument("--ft-epochs", type=int, default=1)
+    ap.add_argument("--ft-batch", type=int, default=32)
+    ap.add_argument("--ce-minutes", type=float, default=10.0)
+    ap.add_argument("--ce-queries", type=int, default=1000, help="training queries of the CE")
+    ap.add_argument("--ce-mined", type=int, default=20, help="hard negatives mined per stage")
+    ap.add_argument("--depth", type=int, default=30, help="candidates the CE re-ranks")
+    ap.add_argument("--generator", type=Path, default=None,
+                    help="a `genrec search train` run on this dataset: its generator becomes "
+                         "one more candidate stage (and joins the union)")
+    ap.add_argument("--beam", type=int, default=100, help="the generator's beam")
+    ap.add_argument("--no-record", action="store_true")
+    ap.add_argument("--note", default="")
+    args = ap.parse_args()
+    methods = [m for m in args.methods.split(",") if m]
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        ap.error(f"unknown methods {bad}; choose from {METHODS}")
+    torch.set_num_threads(1)
+    wall0 = time.perf_counter()
+    protocol = DATASETS[args.dataset]
+    max_length = args.max_length or TEXT_TOKENS[protocol]
+
+    from genrec.data.prepare import prepare
+
+    ds = prepare(args.dataset)
+    hq = human_queries(ds, HumanQueryConfig(seed=args.seed, item_tags=args.item_tags))
+    qidx, relevant, _ = hq.queries.stage(args.stage)
+    queries = [hq.queries.queries[q] for q in qidx]
+    summary = hq.summary()
+    log(f"{args.dataset} ({protocol}): {summary}")
+    n = args.candidates
+
+    lists: dict[str, list[np.ndarray]] = {}
+    cost: dict[str, str] = {}
+    encoders: dict[str, hb.BiEncoder] = {}
+    if "popularity" in methods:
+        with Clock() as c:
+            lists["popularity"] = hb.popularity_rank(hq, len(queries), n)
+        cost["popularity"] = f"no training; {c.cpu:.1f} CPU s"
+    if "bm25" in methods or "union" in methods or "ce" in methods:
+        with Clock() as c:
+            lists["bm25"] = hb.bm25_rank(hq.texts, queries, n)
+        cost["bm25"] = f"no training; index + {len(queries)} queries {c.cpu:.1f} CPU s"
+    if "minilm" in methods:
+        with Clock() as c:
+            encoders["minilm"] = hb.BiEncoder(hq.texts, max_length=max_length)
+            lists["minilm"] = encoders["minilm"].rank(queries, n)
+        cost["minilm"] = f"no training; encode items + queries {c.cpu:.0f} CPU s"
+    if "minilm-ft" in methods:
+        cfg = hb.BiEncoderConfig(epochs=args.ft_epochs, batch_size=args.ft_batch,
+                                 max_length=max_length, max_minutes=args.ft_minutes,
+                                 seed=args.seed)
+        with Clock() as train:
+            model, info = hb.finetune_biencoder(hq, cfg, log=log)
+        log(f"bi-encoder fine-tuned: {info}")
+        with Clock() as c:
+            encoders["minilm-ft"] = hb.BiEncoder(hq.texts, model, max_length=max_length)
+            lists["minilm-ft"] = encoders["minilm-ft"].rank(queries, n)
+        cost["minilm-ft"] = (f"fine-tune {train.cpu:.0f} CPU s / {train.wall:.0f} s wall "
+                             f"({info['steps']}/{info['planned_steps']} steps, "
+                             f"{'stopped by time' if info['stopped_by_time'] else 'full'}); "
+                             f"encode {c.cpu:.0f} CPU s")
+    if args.generator is not None:
+        import json
+
+        trained_on = json.loads((args.generator / "run.json").read_text())["queries"]
+        if trained_on != hq.queries.summary():
+            ap.error(f"--generator {args.generator} was trained on another query set "
+                     f"({trained_on}); train it with the same dataset and human.seed")
+        with Clock() as c:
+            lists["generator"] = generator_rank(args.generator, queries, n, args.beam)
+        cost["generator"] = f"{generator_cost(args.generator)}; beam {args.beam} {c.cpu:.0f} CPU s"
+    bi = "minilm-ft" if "minilm-ft" in lists else "minilm"
+    if ("union" in methods or "ce" in methods) and bi not in encoders:
+        encoders[bi] = hb.BiEncoder(hq.texts, max_length=max_length)
+        lists[bi] = encoders[bi].rank(queries, n)
+    if "union" in methods:
+        lists[f"union(bm25+{bi})"] = hb.union([lists["bm25"], lists[bi]], n)
+        cost[f"union(bm25+{bi})"] = f"as bm25 and {bi}"
+        if "generator" in lists:
+            lists[f"union(generator+{bi})"] = hb.union([lists["generator"], lists[bi]], n)
+            cost[f"union(generator+{bi})"] = f"as generator and {bi}"
+
+    if "ce" in methods:
+        tq, tpos = hb.sample_train_queries(hq, args.ce_queries, args.seed)
+        with Clock() as mine:
+            mined = [hb.bm25_rank(hq.texts, tq, args.ce_mined),
+                     encoders[bi].rank(tq, args.ce_mined)]
+        params = {"max_length": max_length, "batch_size": 30, "epochs": 1,
+                  "negatives_per_query": 4, "threads": 1, "max_minutes": args.ce_minutes,
+                  "score_dtype": "bfloat16", "seed": args.seed}
+        with Clock() as train:
+            ranker, ce_info = hb.train_cross_encoder(hq, tq, tpos, mined, params,
+                                                     seed=args.seed)
+        log(f"cross-encoder trained: {ce_info}")
+        for name in [m for m in list(lists) if m != "popularity"]:
+            with Clock() as c:
+                lists[f"{name}+ce"] = hb.rerank(ranker, queries, lists[name], hq.texts,
+                                                args.depth)
+            cost[f"{name}+ce"] = (f"CE train {train.cpu:.0f} CPU s / {train.wall:.0f} s wall "
+                                  f"({ce_info['steps']} steps, {ce_info['queries']} queries, "
+                                  f"mining {mine.cpu:.0f} CPU s); re-rank top {args.depth} "
+                                  f"{c.cpu:.0f} CPU s")
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    total = (time.perf_counter() - wall0) / 60
+    results = {}
+    for name, ranked in lists.items():
+        if name not in cost:  # a stage computed only to feed union / ce
+            continue
+        m = ranking_metrics(ranked, relevant, args.k, n)
+        results[name] = m
+        log(f"{name:>24}: R@{args.k} {m[f'Recall@{args.k}']:.4f}  N@{args.k} "
+            f"{m[f'NDCG@{args.k}']:.4f}  MRR@{args.k} {m[f'MRR@{args.k}']:.4f}  R@{n} "
+            f"{m[f'Recall@{n}']:.4f}  ({cost[name]})")
+    log(f"done in {total:.1f} min; peak RSS {rss:.2f} GB")
+    if args.no_record:
+        return
+    s = summary
+    for name, m in results.items():
+        record(TABLE, {
+            "dataset": f"{args.dataset} ({s['n_items']:,} items; {s['queries']:,} queries)",
+            "protocol": f"{protocol}, {m['n_queries']} {args.stage} queries, seed {args.seed}"
+                        + (f", item text = name + {args.item_tags} train tags"
+                           if protocol == "T1" else ""),
+            "method": name,
+            "metrics": f"R@{args.k} {m[f'Recall@{args.k}']:.4f} · N@{args.k} "
+                       f"{m[f'NDCG@{args.k}']:.4f} · MRR@{args.k} {m[f'MRR@{args.k}']:.4f} · "
+                       f"R@{n} {m[f'Recall@{n}']:.4f}",
+            "wall time": f"{cost[name]}; script total {total:.1f} min",
+            "peak memory": f"{rss:.2f} GB peak RSS (process)",
+            "notes": f"max_length {max_length}; 1 thread; {args.note}".strip("; "),
+        }, metrics={k: v for k, v in m.items() if isinstance(v, float)})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,174 @@
+"""Protocol P5 (PROTOCOL.md): two-stage leave-one-out, recall -> rank, measured by full ranking.
+
+Candidates for a stage ("valid": the ranker's training position, history = train part; "test":
+the validation item added to the history) are the union of each channel's top-``k`` unseen
+items (``genrec.pipeline.recall`` channels), one row per (user, item) with every channel's
+score and rank as features:
+
+    ch_<name>_rank    1-based rank in that channel's list; missing (not listed) = k + 1
+    ch_<name>_score   that channel's score; missing = the lowest score the channel listed for the
+                      user (0 when it listed nothing)
+    ch_n              how many channels listed the item
+
+plus ``label`` (the item is the user's target for the stage) and ``t`` (the target's timestamp:
+the point in time every feature is computed before). A channel that raises, given a ``failures``
+dict to report it in, lists nothing (every row gets its defaults) and the others still rank.
+
+Evaluation: the ranker's scores order each user's candidates; every item outside the candidate
+set scores below every candidate (ties among them, and with a target outside the set, count
+against the model), and the full-ranking evaluator (``genrec.evaluation.evaluate``, history
+masked) computes P1's metrics, so recall-only rows (each channel's own full ranking) and
+recall + rank rows belong to one table. ``candidate_recall`` is the share of users whose
+target is in the candidate set, the ceiling of any ranker. ``ranker_metrics`` measures the
+scores on the candidate lists themselves with ``genrec.evaluation.binary``: AUC over all rows,
+GAUC (per-user AUC averaged over users with a positive and a negative), logloss of the
+probabilities; ties count one half, as in scikit-learn.
+
+Example:
+    >>> cands = candidates([(pop, 20), (ease, 100)], split, "test")         # doctest: +SKIP
+    >>> res = full_ranking(cands, ranker_scores, split, "test", ks=(10,))   # doctest: +SKIP
+    >>> res.metrics["NDCG@10"], res.metrics["candidate_recall"]             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+
+from genrec.data.dataset import DataError
+from genrec.data.splits import Split
+from genrec.evaluation import EvalResult, evaluate
+from genrec.evaluation.binary import auc, gauc, group_auc, logloss
+from genrec.pipeline.recall import Channel
+
+__all__ = ["OUTSIDE", "candidates", "union", "candidate_recall", "full_ranking", "ranker_metrics",
+           "stage_targets"]
+
+OUTSIDE = -1e30  # the score of every item outside a user's candidate set: below any candidate
+
+
+def stage_targets(split: Split, stage: str) -> pl.DataFrame:
+    """One row per user with a ``stage`` target: user_idx, target item, its timestamp ``t``."""
+    part = split.valid if stage == "valid" else split.test
+    if part.height == 0:
+        raise DataError(f"the {split.name} split has no {stage} interactions; P5 needs a "
+                        f"leave-one-out split (data.split = 'loo')")
+    if part["user_idx"].n_unique() != part.height:
+        raise DataError(f"P5 needs one {stage} item per user (a leave-one-out split), but the "
+                        f"{split.name} split has {part.height} {stage} rows for "
+                        f"{part['user_idx'].n_unique()} users")
+    return part.select("user_idx", pl.col("item_idx").alias("target"),
+                       pl.col("timestamp").alias("t")).sort("user_idx")
+
+
+def _channel_frame(ch: Channel, k: int, users: np.ndarray) -> pl.DataFrame:
+    items, scores = ch.topk(users, k)
+    if items.shape != (len(users), k):
+        raise ValueError(f"channel {ch.name!r} returned {items.shape} items for {len(users)} users "
+                         f"and k={k}")
+    keep = items >= 0
+    rows, ranks = np.nonzero(keep)
+    return pl.DataFrame({"user_idx": users[rows].astype(np.int64),
+                         "item_idx": items[keep].astype(np.int64),
+                         f"ch_{ch.name}_score": scores[keep].astype(np.float32),
+                         f"ch_{ch.name}_rank": (ranks + 1).astype(np.float32)})
+
+
+def union(channels: list[tuple[Channel, int]], users: np.ndarray,
+          failures: dict[str, str] | None = None) -> pl.DataFrame:
+    """The union of each channel's top-k for ``users``, sorted by (user, item): user_idx,
+    item_idx, ch_* (see the module docstring).
+
+    A channel that raises lists nothing (its columns hold the defaults) and, with ``failures``,
+    its error is recorded there by name; without ``failures`` the error propagates. ValueError
+    when no channel listed anything because every one failed."""
+    users = np.asarray(users, dtype=np.int64)
+    frame: pl.DataFrame | None = None
+    for ch, k in channels:
+        try:
+            part = _channel_frame(ch, k, users)
+        except Exception as e:  # noqa: BLE001 - any channel error: report it, rank with the rest
+            if failures is None:
+                raise
+            failures[ch.name] = f"{type(e).__name__}: {e}"
+            part = _channel_frame(Channel(ch.name, _nothing), k, users)
+        frame = part if frame is None else frame.join(part, on=["user_idx", "item_idx"],
+                                                      how="full", coalesce=True)
+    if frame is None:
+        raise ValueError("P5 candidates need at least one channel")
+    if failures and len(failures) == len(channels):
+        raise ValueError(f"every recall channel failed: {failures}")
+    fills = []
+    for ch, k in channels:
+        score, rank = f"ch_{ch.name}_score", f"ch_{ch.name}_rank"
+        fills += [pl.col(rank).fill_null(float(k + 1)),
+                  pl.col(score).fill_null(pl.col(score).min().over("user_idx")).fill_null(0.0)]
+    listed = pl.sum_horizontal(pl.col(f"ch_{ch.name}_rank").is_not_null() for ch, _ in channels)
+    return (frame.with_columns(listed.cast(pl.Float32).alias("ch_n")).with_columns(fills)
+            .sort(["user_idx", "item_idx"]))
+
+
+def _nothing(users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-k of a channel that failed: every slot empty."""
+    return np.full((len(users), k), -1, np.int64), np.full((len(users), k), -np.inf, np.float32)
+
+
+def candidates(channels: list[tuple[Channel, int]], split: Split, stage: str,
+               users: np.ndarray | None = None, failures: dict[str, str] | None = None
+               ) -> pl.DataFrame:
+    """The union of each channel's top-k for the users with a ``stage`` target (or ``users``),
+    sorted by (user, item): user_idx, item_idx, label, t, ch_* (see the module docstring);
+    ``failures`` collects the channels that raised (see ``union``)."""
+    targets = stage_targets(split, stage)
+    if users is not None:
+        targets = targets.filter(pl.col("user_idx").is_in(np.asarray(users).tolist()))
+    frame = union(channels, targets["user_idx"].to_numpy(), failures)
+    return (frame.join(targets, on="user_idx")
+            .with_columns((pl.col("item_idx") == pl.col("target")).cast(pl.Int8).alias("label"))
+            .drop("target").sort(["user_idx", "item_idx"]))
+
+
+def candidate_recall(cands: pl.DataFrame, split: Split, stage: str) -> float:
+    """Share of the users with a ``stage`` target whose target is among their candidates."""
+    n_users = stage_targets(split, stage).height
+    return float(cands.filter(pl.col("label") == 1)["user_idx"].n_unique() / n_users)
+
+
+def full_ranking(cands: pl.DataFrame, scores: np.ndarray, split: Split, stage: str,
+                 ks: tuple[int, ...] = (5, 10, 20)) -> EvalResult:
+    """P1's full-ranking evaluation when ``scores`` (one per candidate row) order each user's
+    candidates and every other item ranks after them; ``metrics`` adds ``candidate_recall``."""
+    cu = cands["user_idx"].to_numpy().astype(np.int64)
+    ci = cands["item_idx"].to_numpy().astype(np.int64)
+    scores = np.asarray(scores, dtype=np.float32)
+    if len(scores) != len(cu) or not np.isfinite(scores).all():
+        raise ValueError(f"need one finite ranker score per candidate row ({len(cu)}), got "
+                         f"{len(scores)} ({int((~np.isfinite(scores)).sum())} not finite)")
+    order = np.argsort(cu, kind="stable")
+    cu, ci, scores = cu[order], ci[order], scores[order]
+    n_cols = split.n_items + 1
+
+    def score_fn(users: np.ndarray) -> np.ndarray:
+        out = np.full((len(users), n_cols), OUTSIDE, dtype=np.float32)
+        lo, hi = np.searchsorted(cu, users, "left"), np.searchsorted(cu, users, "right")
+        rows = np.repeat(np.arange(len(users)), hi - lo)
+        idx = np.concatenate([np.arange(a, b) for a, b in zip(lo, hi)]) if len(users) else \
+            np.zeros(0, dtype=np.int64)
+        out[rows, ci[idx]] = scores[idx]
+        return out
+
+    result = evaluate(score_fn, split.history(stage), split.targets(stage), ks=tuple(ks),
+                      auc=False)
+    result.metrics["candidate_recall"] = candidate_recall(cands, split, stage)
+    return result
+
+
+def ranker_metrics(cands: pl.DataFrame, scores: np.ndarray, probs: np.ndarray
+                   ) -> dict[str, float]:
+    """AUC, GAUC and logloss of a ranker on candidate lists (``probs``: its probabilities), by
+    ``genrec.evaluation.binary``; ``GAUC_users``: the users with a positive and a negative."""
+    labels = cands["label"].to_numpy()
+    users = cands["user_idx"].to_numpy()
+    per_user = group_auc(scores, labels, users)
+    return {"AUC": auc(scores, labels), "GAUC": gauc(scores, labels, users),
+            "logloss": logloss(probs, labels), "GAUC_users": int((~np.isnan(per_user)).sum())}
