@@ -12,7 +12,8 @@ P3 (table "Graph recall — P3 ML-100k, identical files vs RecBole 1.2.1"):
    gen-rs811 hyper-parameters, early stopping on valid NDCG@20), one process each, 2 threads.
 3. genrec presets (configs/<name>.toml), each `genrec train` in its own process, 2 threads.
 
-Time to quality: the target is RecBole LightGCN's test Recall@20. A genrec row that reaches it
+Time to quality: the target is the test Recall@20 of RecBole's better LightGCN run (its
+harness patience of 5, or 20: see PEER_RUNS). A genrec row that reaches it
 gets the ratio of its fit seconds to RecBole LightGCN's fit seconds (both: training plus the
 validation passes, without imports and data loading), measured in this one invocation.
 
@@ -67,6 +68,11 @@ P4_PRESET = "gfcf_ease_ml100k_p4"
 P4_GRID = {"params.l2": ["250", "500", "1000"], "params.dropout": ["0", "0.25"],
            "params.k": ["8", "16", "32", "64"], "params.alpha": ["0", "0.1", "0.2", "0.3", "0.4"]}
 PEER_MODELS = ["BPR", "LightGCN", "EASE"]
+# RecBole's LightGCN scores its best validation NDCG@20 at epoch 0 on this split (the untrained
+# graph ranks like popularity) and the harness's patience of 5 stops it at epoch 6 with test
+# Recall@20 0.187; with patience 20 it trains past that dip. The harness's own row is kept too.
+PEER_RUNS = [("BPR", ()), ("LightGCN", ()), ("LightGCN", ("--set", "stopping_step=20")),
+             ("EASE", ())]
 GENREC_PRESETS = ["ease_ml100k_p3", "bpr_ml100k_p3", "lightgcn_ml100k_p3"]
 
 
@@ -94,6 +100,23 @@ def export_split(preset: str = "ease_ml100k_p3") -> tuple[Path, str]:
         if part:
             digest.update(text.encode())
     return folder, digest.hexdigest()[:16]
+
+
+def train_only_input(run_dir: Path) -> dict:
+    """Test metrics of a saved matrix-model run scored from the TRAIN part alone (RecBole's
+    test input), masking train + validation items as both libraries do."""
+    from genrec.evaluation import evaluate
+    from genrec.runs import load_run
+
+    run = load_run(run_dir)
+    split, train = run.split, run.split.history("valid")
+    res = evaluate(lambda users: run.model.score(users, train), split.seen("test"),
+                   split.targets("test"), ks=tuple(run.config.eval.ks), auc=False)
+    return res.metrics
+
+
+def model_of(name: str) -> str:
+    return name.split(",")[0]
 
 
 def _metrics(m: dict) -> dict:
@@ -153,29 +176,43 @@ def part_p3(args: argparse.Namespace) -> None:
     print(f"split files in {folder} (sha256 {sha})", flush=True)
     load = os.getloadavg()[0]
     reset_table(REPO / "BENCHMARKS.md", TABLE, INTRO, HEADER, append=False)
-    peers = {}
-    for model in args.peer:
+    peers = []
+    for model, extra in [(m, e) for m, e in PEER_RUNS if m in args.peer]:
         r = run_peer(model, PEER_NAME, threads=2, timeout=3600,
-                     extra=("--set", "benchmark_filename=['train','valid','test']"))
-        peers[model] = r
-        print(model, r["metrics"], r["fit_seconds"], flush=True)
-    target = peers["LightGCN"]["metrics"]["recall@20"]
-    t_target = peers["LightGCN"]["fit_seconds"]
+                     extra=("--set", "benchmark_filename=['train','valid','test']", *extra))
+        peers.append((model + (f", {extra[1]}" if extra else ""), extra, r))
+        print(peers[-1][0], r["metrics"], r["fit_seconds"], flush=True)
+    # the target: the better of RecBole's LightGCN runs on test (its patience is its setting)
+    name_t, _, best = max((p for p in peers if p[0].startswith("LightGCN")),
+                          key=lambda p: p[2]["metrics"]["recall@20"])
+    target, t_target = best["metrics"]["recall@20"], best["fit_seconds"]
     base = {"dataset": "ml-100k", "protocol": "P3"}
-    for model, r in peers.items():
-        record(TABLE, {**base, "library": "RecBole 1.2.1", "model": model, **_metrics(r["metrics"]),
+    for name, extra, r in peers:
+        record(TABLE, {**base, "library": "RecBole 1.2.1", "model": name,
+                       **_metrics(r["metrics"]),
                        "epochs (best / run)": f"{r['best_epoch'] + 1} / {r['epochs']}",
                        "fit s": f"{r['fit_seconds']:.1f}", "CPU s": "–",
-                       "reaches RecBole LightGCN": "target" if model == "LightGCN" else
+                       "reaches RecBole LightGCN": "target" if name == name_t else
                        ("yes" if r["metrics"]["recall@20"] >= target else "no"),
-                       "time ratio": "1" if model == "LightGCN" else
-                       f"{r['fit_seconds'] / t_target:.3f}",
+                       "time ratio": f"{r['fit_seconds'] / t_target:.3f}",
                        "note": f"split sha256 {sha}; {r['stop_reason']}; {args.note}".strip("; "),
-                       "command": f"run_recbole.py {model} {PEER_NAME} --set benchmark_filename="
-                                  f"['train','valid','test']"},
+                       "command": f"run_recbole.py {model_of(name)} {PEER_NAME} --set "
+                                  f"benchmark_filename=['train','valid','test'] "
+                                  f"{' '.join(extra)}".strip(" ,")},
                REPO / "BENCHMARKS.md")  # no metrics=: the README headline is genrec's own
     for name in args.genrec:
         g = run_preset(name, args.out, ["train.threads=2"] if "ease" not in name else [])
+        if name.startswith("ease"):  # also scored from RecBole's test input: train only
+            m = train_only_input(args.out / name)
+            record(TABLE, {**base, "library": "genrec", "model": f"{name}, train-only input",
+                           **_metrics(m), "epochs (best / run)": "closed form",
+                           "fit s": f"{g['info']['fit_seconds']:.1f}", "CPU s": "–",
+                           "reaches RecBole LightGCN": "yes" if m["Recall@20"] >= target
+                           else "no", "time ratio": "–",
+                           "note": "the same fitted model scored from the train part only, as "
+                                   "RecBole scores its test (genrec's P3 also feeds the "
+                                   "validation interactions in); masks train + validation"},
+                   REPO / "BENCHMARKS.md")
         test, fit = g["metrics"]["test"], g["info"]["fit_seconds"]
         train = g["info"].get("train", {})
         reached = test["Recall@20"] >= target

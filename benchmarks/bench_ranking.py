@@ -219,6 +219,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md",
                     help="the BENCHMARKS.md to render")
     ap.add_argument("--note", default="", help="free text for the rows (load, what was shared)")
+    ap.add_argument("--rankers", default="", help="comma list of ranker models to run instead "
+                    "of the preset's (e.g. lightgbm,din,dcnv2,ranker): one pipeline run each")
     args = ap.parse_args()
     workdir = args.workdir.resolve()
     if "mmoe-ml100k" in args.datasets:
@@ -230,34 +232,55 @@ def main() -> None:
         preset, recall = DATASETS[name]
         config = REPO / "configs" / f"{preset}.toml"
         train_recall(tomllib.loads(config.read_text()), recall, workdir, args.reuse)
-        out = workdir / "runs" / preset
-        argv = [GENREC, "pipeline", "train", str(config), "--out", str(out), "--json"]
-        cpu, t0 = _cpu(), time.perf_counter()
-        done = subprocess.run(argv, check=True, cwd=workdir, capture_output=True, text=True)
-        cpu, wall = _cpu() - cpu, time.perf_counter() - t0
-        metrics = json.loads(done.stdout)
-        per_user = pl.read_parquet(out / "per_user.parquet")
-        best = metrics["best_recall"]
-        command = " ".join(["genrec", *argv[1:]]).replace(str(REPO) + "/", "")
-        for row, m in metrics["rows"].items():
-            ranked = row.startswith("recall + ")
-            gain = "–"
-            if ranked:
-                lo, hi = paired_ci(per_user[f"{row} NDCG@10"].to_numpy(),
-                                   per_user[f"{best} NDCG@10"].to_numpy())
-                rel = m["NDCG@10"] / metrics["rows"][best]["NDCG@10"] - 1
-                gain = f"{rel:+.1%} vs {best} (diff CI {lo:+.4f} .. {hi:+.4f})"
-            fmt = lambda k: f"{m[k]:.4f}" if k in m and np.isfinite(m[k]) else "–"  # noqa: E731
-            record(TABLE, {"dataset": name, "protocol": "P5 two-stage LOO, full ranking",
-                           "model": row, "HR@10": fmt("HR@10"), "NDCG@10": fmt("NDCG@10"),
-                           "ILD@10": fmt("ILD@10"),
-                           "candidate recall": fmt("candidate_recall"), "AUC": fmt("AUC"),
-                           "GAUC": fmt("GAUC"), "logloss": fmt("logloss"),
-                           "vs best recall": gain,
-                           "CPU s": f"{cpu:.0f} ({wall:.0f} s wall)" if ranked else "–",
-                           "note": args.note, "command": command},
-                   path=args.out, metrics={"HR@10": m["HR@10"], "NDCG@10": m["NDCG@10"]})
-            print(name, row, fmt("HR@10"), fmt("NDCG@10"), fmt("candidate_recall"), gain)
+        for ranker in args.rankers.split(",") if args.rankers else [None]:
+            run_pipeline(name, preset, config, ranker, workdir, args)
+
+
+def with_ranker(config: Path, ranker: str, folder: Path) -> Path:
+    """A copy of the pipeline preset whose [ranker] model is ``ranker`` (the rest unchanged)."""
+    from genrec.config import load_toml, to_toml
+
+    data = load_toml(config)
+    data.setdefault("ranker", {})["model"] = ranker
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{config.stem}_{ranker}.toml"
+    path.write_text(to_toml(data))
+    return path
+
+
+def run_pipeline(name: str, preset: str, config: Path, ranker: str | None, workdir: Path,
+                 args: argparse.Namespace) -> None:
+    """One `genrec pipeline train` of ``preset`` (with ``ranker`` when given); its rows."""
+    if ranker:
+        config = with_ranker(config, ranker, workdir / "runs" / "pipeline_configs")
+    out = workdir / "runs" / (preset + (f"_{ranker}" if ranker else ""))
+    argv = [GENREC, "pipeline", "train", str(config), "--out", str(out), "--json"]
+    cpu, t0 = _cpu(), time.perf_counter()
+    done = subprocess.run(argv, check=True, cwd=workdir, capture_output=True, text=True)
+    cpu, wall = _cpu() - cpu, time.perf_counter() - t0
+    metrics = json.loads(done.stdout)
+    per_user = pl.read_parquet(out / "per_user.parquet")
+    best = metrics["best_recall"]
+    command = " ".join(["genrec", *argv[1:]]).replace(str(REPO) + "/", "")
+    for row, m in metrics["rows"].items():
+        ranked = row.startswith("recall + ")
+        gain = "–"
+        if ranked:
+            lo, hi = paired_ci(per_user[f"{row} NDCG@10"].to_numpy(),
+                               per_user[f"{best} NDCG@10"].to_numpy())
+            rel = m["NDCG@10"] / metrics["rows"][best]["NDCG@10"] - 1
+            gain = f"{rel:+.1%} vs {best} (diff CI {lo:+.4f} .. {hi:+.4f})"
+        fmt = lambda k: f"{m[k]:.4f}" if k in m and np.isfinite(m[k]) else "–"  # noqa: E731
+        record(TABLE, {"dataset": name, "protocol": "P5 two-stage LOO, full ranking",
+                       "model": row, "HR@10": fmt("HR@10"), "NDCG@10": fmt("NDCG@10"),
+                       "ILD@10": fmt("ILD@10"),
+                       "candidate recall": fmt("candidate_recall"), "AUC": fmt("AUC"),
+                       "GAUC": fmt("GAUC"), "logloss": fmt("logloss"),
+                       "vs best recall": gain,
+                       "CPU s": f"{cpu:.0f} ({wall:.0f} s wall)" if ranked else "–",
+                       "note": args.note, "command": command},
+               path=args.out, metrics={"HR@10": m["HR@10"], "NDCG@10": m["NDCG@10"]})
+        print(name, row, fmt("HR@10"), fmt("NDCG@10"), fmt("candidate_recall"), gain)
 
 
 if __name__ == "__main__":
