@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -238,13 +239,13 @@ def main() -> None:
 
 def with_ranker(config: Path, ranker: str, folder: Path) -> Path:
     """A copy of the pipeline preset whose [ranker] model is ``ranker`` (the rest unchanged)."""
-    from genrec.config import load_toml, to_toml
-
-    data = load_toml(config)
-    data.setdefault("ranker", {})["model"] = ranker
+    text = config.read_text()
+    head, sep, tail = text.partition("\n[ranker]\n")
+    if not sep or not re.match(r'model = "[^"]*"\n', tail):
+        raise SystemExit(f"{config}: expected a [ranker] section starting with model = \"...\"")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{config.stem}_{ranker}.toml"
-    path.write_text(to_toml(data))
+    path.write_text(head + sep + re.sub(r'^model = "[^"]*"', f'model = "{ranker}"', tail, 1))
     return path
 
 
