@@ -53,3 +53,13 @@ def test_gfcf_ease_linear_filter_is_ease_plus_ideal_filter():
     again = GFCF(GFCFConfig(n_items=12, linear="ease", l2=10.0, k=3, alpha=0.5, dtype="float64"))
     again.load_state_dict(both.state_dict())
     np.testing.assert_array_equal(again.score(users, x), both.score(users, x))
+
+
+def test_dlae_without_the_zero_diagonal_is_i_minus_p_lambda():
+    x = _train()
+    dense = x.toarray()[:, 1:].astype(np.float64)
+    g = dense.T @ dense
+    lam = 0.25 / 0.75 * np.diag(g) + 10.0
+    expected = np.eye(len(g)) - np.linalg.inv(g + np.diag(lam)) * lam[None, :]
+    got = EASE(EASEConfig(l2=10.0, dropout=0.25, zero_diagonal=False)).fit(x).weights
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-6)

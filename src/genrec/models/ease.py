@@ -5,7 +5,8 @@ G = X^T X + l2 I, P = G^-1, B = -P / diag(P) column-wise, diag(B) = 0; score(u) 
 Option ``dropout`` = p > 0 is EDLAE (Steck, "Autoencoders that don't overfit towards the
 Identity", NeurIPS 2020): dropout of input items with probability p, in closed form, adds
 p / (1 - p) * diag(X^T X) to the L2 penalty on the diagonal of G (the zero-diagonal variant, so
-p = 0 is EASE exactly).
+p = 0 is EASE exactly). ``zero_diagonal = False`` drops EASE's diag(B) = 0 constraint: the
+same paper's DLAE, B = I - P diag(Lambda) with Lambda the whole added penalty.
 Deviations: none in the model. G is inverted in place through its Cholesky factor (LAPACK
 potrf/potri: G is symmetric positive definite) in ``dtype``: float64 (default, peak ~12 N^2 bytes
 with the float32 copy of B) or float32 (peak ~4 N^2 bytes, B is built in the same buffer; what
@@ -43,6 +44,7 @@ class EASEConfig:
     l2: float = 500.0  # L2 penalty lambda added to the diagonal of X^T X (Steck uses 500)
     dtype: str = "float64"  # precision of the inversion: float64, or float32 (a third of the memory)
     dropout: float = 0.0  # EDLAE's input dropout p: adds p/(1-p) * diag(X^T X) to the penalty
+    zero_diagonal: bool = True  # EASE / EDLAE's diag(B) = 0; False: DLAE, B = I - P diag(Lambda)
 
     def validate(self) -> None:
         if self.dtype not in _BYTES:
@@ -105,11 +107,15 @@ class EASE:
         x = binary_matrix(train, c.n_items, "train matrix")[:, 1:]  # (users, N): drop empty PAD
         # LAPACK works in place only on a Fortran-ordered array of its own dtype
         g = (x.T @ x).astype(c.dtype).toarray(order="F")  # (N, N)
-        g[np.diag_indices_from(g)] *= 1.0 + c.dropout / (1.0 - c.dropout)  # EDLAE; 1 = EASE
-        g[np.diag_indices_from(g)] += c.l2
+        penalty = np.diag(g) * (c.dropout / (1.0 - c.dropout)) + c.l2  # Lambda; EASE: l2 I
+        g[np.diag_indices_from(g)] += penalty
         p = _inverse_in_place(g).T  # P is symmetric: its C-ordered view is P itself
-        p /= -np.diag(p)  # column j divided by -P_jj
-        np.fill_diagonal(p, 0.0)
+        if c.zero_diagonal:
+            p /= -np.diag(p)  # column j divided by -P_jj
+            np.fill_diagonal(p, 0.0)
+        else:  # DLAE: B = I - P Lambda
+            p *= -penalty.astype(p.dtype)
+            p[np.diag_indices_from(p)] += 1.0
         # float32 keeps the buffer (no second N x N copy); scipy's sparse @ dense wants C order
         self.weights = p if p.dtype == np.float32 else p.astype(np.float32)
         return self

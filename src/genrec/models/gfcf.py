@@ -78,6 +78,7 @@ class GFCFConfig:
     linear: str = "normalized"  # linear filter: normalized (P~, the paper) | ease (dense B)
     l2: float = 500.0  # linear = "ease": EASE's L2 penalty lambda
     dropout: float = 0.0  # linear = "ease": EDLAE's input dropout p (0 = EASE)
+    zero_diagonal: bool = True  # linear = "ease": diag(B) = 0 (EASE, EDLAE); False: DLAE
     text_weight: float = 0.0  # beta: weight of the text term beside the filters (0 = no text)
     text_side: str = "item"  # item (mean cosine to the history) | user (cosine to the user's
     #                          mean text vector) | both
@@ -120,7 +121,7 @@ class GFCFConfig:
 
     def ease_config(self) -> EASEConfig:
         return EASEConfig(n_items=self.n_items, l2=self.l2, dtype=self.dtype,
-                          dropout=self.dropout)
+                          dropout=self.dropout, zero_diagonal=self.zero_diagonal)
 
     def check_k(self, n_users: int, n_items: int) -> None:
         """The SVD needs k < min(n_users, n_items); checked before any work."""
