@@ -53,7 +53,8 @@ def run_preset(name: str, out_root: Path, sets: list[str]) -> dict:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     metrics = json.loads((out / "metrics.json").read_text())
     info = json.loads((out / "run.json").read_text())
-    return {"model": model, "metrics": metrics, "info": info, "wall": wall, "cpu": cpu,
+    return {"model": model, "out": out, "metrics": metrics, "info": info, "wall": wall,
+            "cpu": cpu,
             "rss_gb": after.ru_maxrss / 2**20,
             "command": " ".join(["genrec", *argv[1:]]).replace(str(REPO) + "/", "")}
 

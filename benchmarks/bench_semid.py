@@ -27,9 +27,6 @@ run. Environment: GENREC_HOME / GENREC_DATA as for every benchmark.
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
 import sys
 import time
 import tomllib
@@ -42,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _record import record, reset_table  # noqa: E402
 from _stats import paired_ci  # noqa: E402
+from bench_graph import run_preset  # noqa: E402
 
 from genrec.evaluation import evaluate  # noqa: E402
 from genrec.runs import evaluate_run, load_run, scorer  # noqa: E402
@@ -73,25 +71,6 @@ def log(msg: str) -> None:
 
 
 # ---- train ----------------------------------------------------------------------------------
-def run_preset(name: str, out_root: Path, sets: list[str]) -> dict:
-    """Train configs/<name>.toml in a fresh process; its metrics, run.json and cost."""
-    out, preset = out_root / name, REPO / "configs" / f"{name}.toml"
-    model = tomllib.loads(preset.read_text())["model"]
-    argv = [str(REPO / ".venv/bin/genrec"), "train", model, "--config", str(preset), "--out",
-            str(out), "--no-progress", "--force", *[a for s in sets for a in ("--set", s)]]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run(argv, check=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"model": model, "out": out, "wall": wall, "cpu": cpu,
-            "metrics": json.loads((out / "metrics.json").read_text()),
-            "info": json.loads((out / "run.json").read_text()),
-            "rss_gb": after.ru_maxrss / 2**20,
-            "command": " ".join(["genrec", *argv[1:]]).replace(str(REPO) + "/", "")}
-
-
 def per_user(out: Path) -> Path:
     """Per-user test HR@10 / NDCG@10 of the run in ``out`` and its new-target flags, saved
     beside it for paired confidence intervals between presets."""

@@ -1,10 +1,12 @@
-"""Knob-free pieces of the rankers over candidate lists (DIN, DCN-V2, MMoE, the composed ranker).
+"""Pieces shared by the rankers over candidate lists (DIN, DCN-V2, MMoE, the composed ranker).
 
 Every ranker of the ``features`` kind reads a ``FeatureBatch`` (one row per (user, candidate)) and
 returns (B, T) logits, one per task. Their configs share the data-derived fields the pipeline fills
-(``n_items``, ``n_dense``, ``sparse_cards``, ``n_tasks``, ``max_len``), checked here once:
+(``n_items``, ``n_dense``, ``sparse_cards``, ``n_tasks``, ``max_len``), declared and checked here:
 
-    check_features     the config checks of those fields, the embedding size and the task weights
+    RankerInputs       the config fields every ranker shares (each model's config extends it),
+                       ``check_inputs`` (those fields, the embedding size, the task weights) and
+                       ``embeddings()`` (the FeatureEmbeddings they size)
     FeatureEmbeddings  one item table shared by the candidate and the behaviour sequence (as in
                        DIN), one table for every sparse column (column c's ids offset by the
                        cardinalities before it); checks that a batch fits the config
@@ -15,11 +17,12 @@ returns (B, T) logits, one per task. Their configs share the data-derived fields
 Example:
     >>> emb = FeatureEmbeddings(n_items=10, sparse_cards=[3, 5], dim=4, n_dense=2, max_len=6)
     >>> dense, sparse, target, history, real = emb(batch)              # doctest: +SKIP
-    >>> sparse.shape, history.shape                                    # (B, 2 * 4), (B, L, 4)
+    >>> sparse.shape, history.shape  # (B, 2 * 4), (B, L, 4)           # doctest: +SKIP
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -28,25 +31,42 @@ from torch import nn
 
 from genrec.data.batches import FeatureBatch
 
-__all__ = ["check_features", "FeatureEmbeddings", "masked_mean", "mlp", "multitask_bce"]
+__all__ = ["RankerInputs", "FeatureEmbeddings", "masked_mean", "mlp", "multitask_bce"]
 
 
-def check_features(model: str, n_items: int, n_dense: int, sparse_cards: Sequence[int],
-                   n_tasks: int, max_len: int, dim: int, task_weights: Sequence[float],
-                   dropout: float) -> None:
-    """The config checks every ranker shares (``model`` names it in the error)."""
-    if min(n_items, n_dense) < 0 or min(n_tasks, max_len, dim) < 1:
-        raise ValueError(f"{model}: need n_items, n_dense >= 0 and n_tasks, max_len, dim >= 1, got "
-                         f"n_items={n_items}, n_dense={n_dense}, n_tasks={n_tasks}, "
-                         f"max_len={max_len}, dim={dim}")
-    if any(c < 1 for c in sparse_cards):
-        raise ValueError(f"{model}: every sparse_cards entry must be >= 1 (ids 0..card - 1, "
-                         f"0 = missing), got {list(sparse_cards)}")
-    if task_weights and (len(task_weights) != n_tasks or min(task_weights) < 0):
-        raise ValueError(f"{model}: task_weights needs one weight >= 0 per task ({n_tasks}), got "
-                         f"{list(task_weights)}; leave it empty for equal weights")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"{model}: dropout must be in [0, 1), got {dropout}")
+@dataclass
+class RankerInputs:
+    """The config fields every ranker of kind "features" shares; the pipeline fills the first
+    three from the data. Each model's config extends this with its own sizes."""
+
+    n_items: int = 0          # number of real items, filled from the data (ids 1..n_items, 0 = PAD)
+    n_dense: int = 0          # F: numeric features, filled by the pipeline
+    sparse_cards: list[int] = field(default_factory=list)  # cardinality of each categorical column
+    n_tasks: int = 1          # T: one logit (and, with task heads, one gate and tower) per task
+    max_len: int = 50         # L: the longest behaviour sequence a batch may hold
+    task_weights: list[float] = field(default_factory=list)  # loss weight per task; [] = all 1
+    dim: int = 16             # D: item and sparse embedding size
+
+    def check_inputs(self, model: str, dropout: float) -> None:
+        """The checks every ranker shares (``model`` names it in the error)."""
+        if min(self.n_items, self.n_dense) < 0 or min(self.n_tasks, self.max_len, self.dim) < 1:
+            raise ValueError(f"{model}: need n_items, n_dense >= 0 and n_tasks, max_len, dim >= 1, "
+                             f"got n_items={self.n_items}, n_dense={self.n_dense}, "
+                             f"n_tasks={self.n_tasks}, max_len={self.max_len}, dim={self.dim}")
+        if any(c < 1 for c in self.sparse_cards):
+            raise ValueError(f"{model}: every sparse_cards entry must be >= 1 (ids 0..card - 1, "
+                             f"0 = missing), got {list(self.sparse_cards)}")
+        if self.task_weights and (len(self.task_weights) != self.n_tasks
+                                  or min(self.task_weights) < 0):
+            raise ValueError(f"{model}: task_weights needs one weight >= 0 per task "
+                             f"({self.n_tasks}), got {list(self.task_weights)}; leave it empty "
+                             f"for equal weights")
+        if not 0 <= dropout < 1:
+            raise ValueError(f"{model}: dropout must be in [0, 1), got {dropout}")
+
+    def embeddings(self) -> "FeatureEmbeddings":
+        return FeatureEmbeddings(self.n_items, self.sparse_cards, self.dim, self.n_dense,
+                                 self.max_len)
 
 
 class FeatureEmbeddings(nn.Module):

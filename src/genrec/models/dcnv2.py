@@ -23,8 +23,7 @@ import torch
 from torch import nn
 
 from genrec.data.batches import FeatureBatch
-from genrec.models._rankers import (check_features, FeatureEmbeddings, masked_mean, mlp,
-                                    multitask_bce)
+from genrec.models._rankers import masked_mean, mlp, multitask_bce, RankerInputs
 
 __all__ = ["DCNV2Config", "DCNV2", "CrossNetwork", "STRUCTURES"]
 
@@ -32,14 +31,7 @@ STRUCTURES = ("stacked", "parallel")
 
 
 @dataclass
-class DCNV2Config:
-    n_items: int = 0          # number of real items, filled from the data (ids 1..n_items, 0 = PAD)
-    n_dense: int = 0          # F: numeric features, filled by the pipeline
-    sparse_cards: list[int] = field(default_factory=list)  # cardinality of each categorical column
-    n_tasks: int = 1          # T: one logit per task (P5: 1, "is the held-out item")
-    max_len: int = 50         # L: the longest behaviour sequence a batch may hold
-    task_weights: list[float] = field(default_factory=list)  # loss weight per task; [] = all 1
-    dim: int = 16             # D: item and sparse embedding size
+class DCNV2Config(RankerInputs):
     n_cross: int = 3          # cross layers (paper: 1-4; layer l crosses up to degree l + 1)
     low_rank: int = 0         # r > 0: W = U V^T of rank r; 0 = full-rank W
     structure: str = "stacked"  # stacked (cross -> deep) | parallel (cross beside deep)
@@ -47,8 +39,7 @@ class DCNV2Config:
     dropout: float = 0.0      # after every hidden layer of the deep network
 
     def validate(self) -> None:
-        check_features("dcnv2", self.n_items, self.n_dense, self.sparse_cards, self.n_tasks,
-                       self.max_len, self.dim, self.task_weights, self.dropout)
+        self.check_inputs("dcnv2", self.dropout)
         if self.structure not in STRUCTURES:
             raise ValueError(f"dcnv2: structure {self.structure!r} is not one of "
                              f"{', '.join(STRUCTURES)}")
@@ -88,7 +79,7 @@ class DCNV2(nn.Module):
         super().__init__()
         config.validate()
         self.config = c = config
-        self.embed = FeatureEmbeddings(c.n_items, c.sparse_cards, c.dim, c.n_dense, c.max_len)
+        self.embed = c.embeddings()
         width = self.embed.width + c.dim  # [dense, sparse, target] + mean history
         self.cross = CrossNetwork(width, c.n_cross, c.low_rank)
         self.deep = mlp([width, *c.hidden], nn.ReLU, c.dropout)

@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genrec.data.batches import FeatureBatch
-from genrec.models._rankers import check_features, FeatureEmbeddings, mlp, multitask_bce
-
+from genrec.models._rankers import mlp, multitask_bce, RankerInputs
 __all__ = ["DINConfig", "DIN", "Dice", "TargetAttention", "ACTIVATIONS", "ATTENTION_NORMS"]
 
 ACTIVATIONS = ("dice", "prelu")
@@ -34,14 +33,7 @@ ATTENTION_NORMS = ("none", "softmax")
 
 
 @dataclass
-class DINConfig:
-    n_items: int = 0          # number of real items, filled from the data (ids 1..n_items, 0 = PAD)
-    n_dense: int = 0          # F: numeric features, filled by the pipeline
-    sparse_cards: list[int] = field(default_factory=list)  # cardinality of each categorical column
-    n_tasks: int = 1          # T: one logit per task (P5: 1, "is the held-out item")
-    max_len: int = 50         # L: the longest behaviour sequence a batch may hold
-    task_weights: list[float] = field(default_factory=list)  # loss weight per task; [] = all 1
-    dim: int = 16             # D: item and sparse embedding size
+class DINConfig(RankerInputs):
     attention_hidden: int = 36  # hidden width of the activation unit (paper: 36)
     attention_norm: str = "none"  # none (paper: raw weights) | softmax over the real items
     hidden: list[int] = field(default_factory=lambda: [200, 80])  # the MLP (paper: 200-80)
@@ -49,8 +41,7 @@ class DINConfig:
     dropout: float = 0.0      # after every hidden layer of the MLP
 
     def validate(self) -> None:
-        check_features("din", self.n_items, self.n_dense, self.sparse_cards, self.n_tasks,
-                       self.max_len, self.dim, self.task_weights, self.dropout)
+        self.check_inputs("din", self.dropout)
         if self.activation not in ACTIVATIONS or self.attention_norm not in ATTENTION_NORMS:
             raise ValueError(f"din: activation must be one of {', '.join(ACTIVATIONS)} and "
                              f"attention_norm one of {', '.join(ATTENTION_NORMS)}, got "
@@ -132,7 +123,7 @@ class DIN(nn.Module):
         super().__init__()
         config.validate()
         self.config = c = config
-        self.embed = FeatureEmbeddings(c.n_items, c.sparse_cards, c.dim, c.n_dense, c.max_len)
+        self.embed = c.embeddings()
         self.attention = TargetAttention(c.dim, c.attention_hidden, c.activation, c.attention_norm)
         width = self.embed.width + c.dim  # [dense, sparse, target] + interest
         self.mlp = mlp([width, *c.hidden], activation(c.activation), c.dropout)

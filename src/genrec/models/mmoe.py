@@ -21,8 +21,7 @@ import torch
 from torch import nn
 
 from genrec.data.batches import FeatureBatch
-from genrec.models._rankers import (check_features, FeatureEmbeddings, masked_mean, mlp,
-                                    multitask_bce)
+from genrec.models._rankers import masked_mean, mlp, multitask_bce, RankerInputs
 
 __all__ = ["MMoEConfig", "MMoE", "TaskHeads", "check_heads", "STRUCTURES"]
 
@@ -30,14 +29,7 @@ STRUCTURES = ("mmoe", "shared_bottom")
 
 
 @dataclass
-class MMoEConfig:
-    n_items: int = 0          # number of real items, filled from the data (ids 1..n_items, 0 = PAD)
-    n_dense: int = 0          # F: numeric features, filled by the pipeline
-    sparse_cards: list[int] = field(default_factory=list)  # cardinality of each categorical column
-    n_tasks: int = 1          # T: one gate, tower and logit per task
-    max_len: int = 50         # L: the longest behaviour sequence a batch may hold
-    task_weights: list[float] = field(default_factory=list)  # loss weight per task; [] = all 1
-    dim: int = 16             # D: item and sparse embedding size
+class MMoEConfig(RankerInputs):
     structure: str = "mmoe"   # mmoe (experts + one gate per task) | shared_bottom (one bottom)
     n_experts: int = 4        # E: experts (mmoe)
     expert_hidden: list[int] = field(default_factory=lambda: [64])  # each expert's / the bottom's
@@ -45,8 +37,7 @@ class MMoEConfig:
     dropout: float = 0.0      # after every hidden layer
 
     def validate(self) -> None:
-        check_features("mmoe", self.n_items, self.n_dense, self.sparse_cards, self.n_tasks,
-                       self.max_len, self.dim, self.task_weights, self.dropout)
+        self.check_inputs("mmoe", self.dropout)
         check_heads("mmoe", self.structure, self.n_experts, self.expert_hidden, self.tower_hidden)
 
 
@@ -100,7 +91,7 @@ class MMoE(nn.Module):
         super().__init__()
         config.validate()
         self.config = c = config
-        self.embed = FeatureEmbeddings(c.n_items, c.sparse_cards, c.dim, c.n_dense, c.max_len)
+        self.embed = c.embeddings()
         self.heads = TaskHeads(self.embed.width + c.dim, c.n_tasks, c.structure, c.n_experts,
                                c.expert_hidden, c.tower_hidden, c.dropout)
 

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from genrec.data.batches import FeatureBatch
-from genrec.models._rankers import check_features, FeatureEmbeddings, multitask_bce
+from genrec.models._rankers import multitask_bce, RankerInputs
 from genrec.models.dcnv2 import CrossNetwork
 from genrec.models.din import ACTIVATIONS, ATTENTION_NORMS, TargetAttention
 from genrec.models.mmoe import TaskHeads, check_heads
@@ -31,14 +31,7 @@ __all__ = ["RankerConfig", "Ranker"]
 
 
 @dataclass
-class RankerConfig:
-    n_items: int = 0          # number of real items, filled from the data (ids 1..n_items, 0 = PAD)
-    n_dense: int = 0          # F: numeric features, filled by the pipeline
-    sparse_cards: list[int] = field(default_factory=list)  # cardinality of each categorical column
-    n_tasks: int = 1          # T: one gate, tower and logit per task
-    max_len: int = 50         # L: the longest behaviour sequence a batch may hold
-    task_weights: list[float] = field(default_factory=list)  # loss weight per task; [] = all 1
-    dim: int = 16             # D: item and sparse embedding size
+class RankerConfig(RankerInputs):
     # DIN: target attention over the history
     attention_hidden: int = 36  # hidden width of the activation unit
     attention_norm: str = "none"  # none (DIN: raw weights) | softmax over the real items
@@ -54,8 +47,7 @@ class RankerConfig:
     dropout: float = 0.0      # after every hidden layer of experts and towers
 
     def validate(self) -> None:
-        check_features("ranker", self.n_items, self.n_dense, self.sparse_cards, self.n_tasks,
-                       self.max_len, self.dim, self.task_weights, self.dropout)
+        self.check_inputs("ranker", self.dropout)
         if self.activation not in ACTIVATIONS or self.attention_norm not in ATTENTION_NORMS:
             raise ValueError(f"ranker: activation must be one of {', '.join(ACTIVATIONS)} and "
                              f"attention_norm one of {', '.join(ATTENTION_NORMS)}, got "
@@ -74,7 +66,7 @@ class Ranker(nn.Module):
         super().__init__()
         config.validate()
         self.config = c = config
-        self.embed = FeatureEmbeddings(c.n_items, c.sparse_cards, c.dim, c.n_dense, c.max_len)
+        self.embed = c.embeddings()
         self.attention = TargetAttention(c.dim, c.attention_hidden, c.activation, c.attention_norm)
         width = self.embed.width + c.dim  # [dense, sparse, target] + interest
         self.cross = CrossNetwork(width, c.n_cross, c.low_rank)
