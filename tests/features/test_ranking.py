@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from genrec.config import ConfigError, from_dict
-from genrec.features.ranking import FEATURES, FeatureConfig, build_features
+from genrec.features.ranking import FEATURES, FeatureConfig, build_feature_chunks, build_features
 
 ITEMS = pl.DataFrame({"item_idx": [1, 2, 3, 4, 5],
                       "item_id": ["a", "b", "c", "d", "e"],
@@ -111,3 +111,16 @@ def test_content_similarity_is_the_cosine_to_the_history_mean():
     assert got == pytest.approx(3 / (np.sqrt(5) * np.sqrt(2)), rel=1e-5)
     assert f.filter(pl.col("item_idx") == 4)["content_sim"].to_list() == [0.0]  # no vector
     assert t.defaults["candidates_without_vector"] == 1
+
+
+@pytest.mark.parametrize("per_chunk", [1, 2])
+def test_chunks_equal_one_table(per_chunk):
+    """build_feature_chunks (one ItemClock, each chunk its users' own events) writes what one
+    build_features call writes, chunk by chunk in user order."""
+    cfg = FeatureConfig(max_len=3, recent_days=6.5)
+    whole = build_features(cands().sort("user_idx", maintain_order=True), LOG, ITEMS, cfg, 5)
+    parts = list(build_feature_chunks(cands(), LOG, ITEMS, cfg, 5, users_per_chunk=per_chunk))
+    assert len(parts) == -(-3 // per_chunk)
+    assert pl.concat([p.frame for p in parts]).equals(whole.frame)
+    assert np.array_equal(np.concatenate([p.history for p in parts]), whole.history)
+    assert np.array_equal(np.concatenate([p.users for p in parts]), whole.users)

@@ -42,6 +42,7 @@ path its last part (ML-100k ``genres``, Amazon ``categories``). Days are timesta
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,8 +51,8 @@ import scipy.sparse as sp
 
 from genrec.config import ConfigError
 
-__all__ = ["FEATURES", "DEFAULT_FEATURES", "FeatureConfig", "FeatureTable", "build_features",
-           "primary_categories"]
+__all__ = ["FEATURES", "DEFAULT_FEATURES", "FeatureConfig", "FeatureTable", "ItemIndex",
+           "build_features", "build_feature_chunks", "primary_categories"]
 
 FEATURES: dict[str, str] = {
     "user_activity": "dense", "user_recency_days": "dense", "user_mean_rating": "dense",
@@ -136,26 +137,45 @@ def _codes(items: pl.DataFrame, n_items: int, column: str) -> tuple[np.ndarray, 
     return ids, len(vocab) + 1
 
 
-def _item_stats(events: pl.DataFrame, item: np.ndarray, t: np.ndarray, recent: float
-                ) -> dict[str, np.ndarray]:
-    """Per candidate row: events of ``item`` strictly before ``t`` (all, recent, first time).
+class ItemIndex:
+    """What the features read of the items, built once per log: every event's (item, time),
+    sorted, answering "how often was this item seen before time t" by two binary searches; and
+    the items' primary-category and brand ids.
 
-    Events sorted by (item, time) as one int64 key; each query is two binary searches."""
-    ev_item = events["item_idx"].to_numpy().astype(np.int64)
-    ev_t = events["timestamp"].to_numpy().astype(np.int64)
-    t0 = min(int(ev_t.min()) if len(ev_t) else 0, int(t.min()) if len(t) else 0) - int(recent) - 1
-    span = max(int(ev_t.max()) if len(ev_t) else 0, int(t.max()) if len(t) else 0) - t0 + 2
-    key = np.sort(ev_item * span + (ev_t - t0))
-    start = np.searchsorted(key, item * span, "left")
-    before = np.searchsorted(key, item * span + (t - t0), "left")  # strictly before t
-    since = np.searchsorted(key, item * span + np.maximum(t - int(recent) - t0, 0), "left")
-    pop = before - start
-    first = np.where(pop > 0, key[np.minimum(start, max(len(key) - 1, 0))] - item * span + t0, t)
-    return {"item_pop": pop.astype(np.float32),
-            "item_pop_recent": (before - since).astype(np.float32),
-            "item_trend": np.where(pop > 0, (before - since) / np.maximum(pop, 1), 0.0
-                                   ).astype(np.float32),
-            "item_age_days": np.where(pop > 0, (t - first) / _DAY, -1.0).astype(np.float32)}
+    Built inside ``build_features`` by default; a caller that builds many tables from one log
+    (serving, ``build_feature_chunks``) builds it once and passes it in."""
+
+    def __init__(self, events: pl.DataFrame, items: pl.DataFrame, n_items: int,
+                 category_column: str = "") -> None:
+        item = events["item_idx"].to_numpy().astype(np.int64)
+        t = events["timestamp"].to_numpy().astype(np.int64)
+        self.t0 = int(t.min()) if len(t) else 0
+        # one int64 key per event, item-major; offsets clipped to [0, span) below keep every
+        # query inside its item's range (t after the last event counts them all)
+        self.span = (int(t.max()) - self.t0 + 2) if len(t) else 2
+        self.key = np.sort(item * self.span + (t - self.t0))
+        self.category, self.vocab = primary_categories(items, n_items, category_column)
+        self.brand, self.brand_card = _codes(items, n_items, "brand")
+
+    def _count_before(self, item: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """Index into ``key`` of the first event of ``item`` at or after ``t``."""
+        return np.searchsorted(self.key, item * self.span + np.clip(t - self.t0, 0, self.span - 1),
+                               "left")
+
+    def stats(self, item: np.ndarray, t: np.ndarray, recent: float) -> dict[str, np.ndarray]:
+        """Per (item, t) row: events of the item strictly before t (all, within ``recent``
+        seconds, first time)."""
+        start = np.searchsorted(self.key, item * self.span, "left")
+        before = self._count_before(item, t)
+        since = self._count_before(item, t - int(recent))
+        pop = before - start
+        first = np.where(pop > 0, self.key[np.minimum(start, max(len(self.key) - 1, 0))]
+                         - item * self.span + self.t0, t)
+        return {"item_pop": pop.astype(np.float32),
+                "item_pop_recent": (before - since).astype(np.float32),
+                "item_trend": np.where(pop > 0, (before - since) / np.maximum(pop, 1), 0.0
+                                       ).astype(np.float32),
+                "item_age_days": np.where(pop > 0, (t - first) / _DAY, -1.0).astype(np.float32)}
 
 
 def _own_events(events: pl.DataFrame, labels: pl.DataFrame) -> pl.DataFrame:
@@ -202,12 +222,15 @@ def _content_sim(own: pl.DataFrame, cands: pl.DataFrame, vectors: np.ndarray,
 
 
 def build_features(cands: pl.DataFrame, events: pl.DataFrame, items: pl.DataFrame,
-                   cfg: FeatureConfig, n_items: int, vectors: np.ndarray | None = None
-                   ) -> FeatureTable:
+                   cfg: FeatureConfig, n_items: int, vectors: np.ndarray | None = None,
+                   index: ItemIndex | None = None) -> FeatureTable:
     """The feature table of ``cands`` (user_idx, item_idx, label, t, ch_* columns) from
     ``events`` (user_idx, item_idx, timestamp, rating) and the dataset's ``items``.
 
-    ``vectors`` (n_items + 1, D): item content vectors, needed by ``content_sim``."""
+    ``vectors`` (n_items + 1, D): item content vectors, needed by ``content_sim``.
+    ``index``: ``ItemIndex`` of all events and items, built once by the caller; then ``events``
+    need only hold the candidate users' own events (item statistics come from the index)."""
+    index = index or ItemIndex(events, items, n_items, cfg.category_column)
     names = set(cfg.names)
     labels = cands.group_by("user_idx").agg(pl.col("t").first()).sort("user_idx")
     own = _own_events(events, labels)
@@ -233,7 +256,7 @@ def build_features(cands: pl.DataFrame, events: pl.DataFrame, items: pl.DataFram
         cols["user_mean_rating"] = per_cand["rating"].fill_null(0.0).to_numpy()
 
     # item profile, as of the label time
-    stats = _item_stats(events, cand_items, t, cfg.recent_days * _DAY)
+    stats = index.stats(cand_items, t, cfg.recent_days * _DAY)
     cols.update({k: v for k, v in stats.items() if k in names})
     defaults["candidates_without_item_history"] = int((stats["item_pop"] == 0).sum())
     if "content_sim" in names:
@@ -243,13 +266,13 @@ def build_features(cands: pl.DataFrame, events: pl.DataFrame, items: pl.DataFram
         defaults["candidates_without_vector"] = int((np.abs(vectors[cand_items]).sum(1) == 0).sum())
 
     # categories: the item's, the user's favourite, and the crosses
-    cat, vocab = primary_categories(items, n_items, cfg.category_column)
+    cat, vocab = index.category, index.vocab
     sparse: dict[str, tuple[np.ndarray, int]] = {}
     if "item_category" in names:
         sparse["item_category"] = (cat[cand_items], len(vocab) + 1)
         defaults["candidates_without_category"] = int((cat[cand_items] == 0).sum())
     if "item_brand" in names:
-        brand, card = _codes(items, n_items, "brand")
+        brand, card = index.brand, index.brand_card
         sparse["item_brand"] = (brand[cand_items], card)
         defaults["candidates_without_brand"] = int((brand[cand_items] == 0).sum())
     if names & {"user_top_category", "category_share", "days_since_category"}:
@@ -280,3 +303,24 @@ def build_features(cands: pl.DataFrame, events: pl.DataFrame, items: pl.DataFram
         np.zeros((len(users), 0), dtype=np.int64)
     return FeatureTable(frame, [*channel_cols, *cols], list(sparse),
                         [card for _, card in sparse.values()], users, history, defaults)
+
+
+def build_feature_chunks(cands: pl.DataFrame, events: pl.DataFrame, items: pl.DataFrame,
+                         cfg: FeatureConfig, n_items: int, vectors: np.ndarray | None = None,
+                         users_per_chunk: int = 50_000) -> Iterator[FeatureTable]:
+    """``build_features`` over ``users_per_chunk`` candidate users at a time, for logs whose
+    whole candidate frame would not fit at once: one ``ItemIndex`` of every event, each chunk
+    reading only its users' own events. The chunks' frames concatenated equal one
+    ``build_features`` call (tests/features/test_ranking.py); the caller writes each away."""
+    index = ItemIndex(events, items, n_items, cfg.category_column)
+    by_user = events.sort("user_idx", maintain_order=True)
+    ev_users = by_user["user_idx"].to_numpy()
+    cands = cands.sort("user_idx", maintain_order=True)
+    c_users = cands["user_idx"].to_numpy()
+    users = np.unique(c_users)
+    for lo in range(0, len(users), users_per_chunk):
+        first, last = users[lo], users[min(lo + users_per_chunk, len(users)) - 1]
+        a, b = np.searchsorted(ev_users, [first, last + 1])
+        c, d = np.searchsorted(c_users, [first, last + 1])
+        yield build_features(cands.slice(c, d - c), by_user.slice(a, b - a), items, cfg, n_items,
+                             vectors, index)

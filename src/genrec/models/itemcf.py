@@ -88,6 +88,7 @@ class ItemCF:
         config.validate()
         self.config = config
         self.sim: sp.csr_matrix | None = None  # (N+1, N+1), row/column 0 (PAD) empty
+        self._sim_t: sp.csr_matrix | None = None  # S^T as CSR, made once on first score()
 
     def fit(self, train: sp.spmatrix) -> "ItemCF":
         c = self.config
@@ -95,6 +96,7 @@ class ItemCF:
             c.n_items = train.shape[1] - 1
         x = binary_matrix(train, c.n_items, "train matrix")
         self.sim = item_similarity(x, c.k, c.shrink, c.alpha, c.block_items)
+        self._sim_t = None
         return self
 
     def score(self, users: np.ndarray, history: sp.spmatrix) -> np.ndarray:
@@ -107,7 +109,9 @@ class ItemCF:
         if self.sim is None:
             raise RuntimeError("ItemCF has no similarities yet: call fit() or load_state_dict()")
         h = binary_matrix(history[users], self.config.n_items, "history matrix")
-        out = (h @ self.sim.T).toarray()
+        if self._sim_t is None:  # one transpose, not one per call (serving scores one user)
+            self._sim_t = self.sim.T.tocsr()
+        out = (h @ self._sim_t).toarray()
         out[:, 0] = -np.inf
         return out
 
@@ -126,3 +130,4 @@ class ItemCF:
         parts = (np.asarray(state["data"], dtype=np.float32), np.asarray(state["indices"]),
                  np.asarray(state["indptr"]))
         self.sim = sp.csr_matrix(parts, shape=(n, n), copy=True)
+        self._sim_t = None

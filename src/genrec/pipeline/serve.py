@@ -8,15 +8,17 @@ serving bundle can hold it in place of a single run's recommender. For a known u
               "all" stage); known items are never listed. A channel that raises is left out
               and named in the answer's ``reason``; the others still rank
     features  ``genrec.features.ranking.build_features`` with the point in time "now" (one
-              second after the latest known event), from every known event
+              second after the latest known event): item statistics from an ``ItemIndex`` of
+              every known event built at load, the user's own features from their events
     ranker    the run's LightGBM booster or neural ranker
     re-rank   the run's ``[rerank]``: its method and unavailable items, plus the request's
               ``exclude`` items
 
 An explicit item history or an unknown user has no features of its own: it is answered by the
 first recall run alone (``Recommender`` of that run), as ``genrec serve`` would for that run.
-Cost per request: the feature engine over the known events (a few ms on ML-100k; it reads the
-whole log, so a large dataset wants precomputed profiles first).
+Cost per request: the channels' scoring, the feature engine over the user's own events and the
+candidates (binary searches in the index), the ranker; ``benchmarks/bench_serving.py`` on a
+pipeline run measures it.
 
 Example:
     >>> rec = ChainRecommender("runs/pipeline_ml100k_p5")         # doctest: +SKIP
@@ -31,7 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from genrec.features.ranking import build_features
+from genrec.features.ranking import ItemIndex, build_features
 from genrec.pipeline.p5 import union
 from genrec.pipeline.ranking import (MARKER, failing_channel, item_vectors, load_pipeline,
                                      rerank_parts, score_table)
@@ -58,8 +60,13 @@ class ChainRecommender(Recommender):
         self.name = f"{' + '.join(c.name for c in p.cfg.channels)} -> {p.cfg.ranker.model}" + \
             (f" -> {p.cfg.rerank.method}" if p.cfg.rerank.method != "none" else "")
         self.channels = [(self._channel(c.name, split), c.k) for c in p.cfg.channels]
-        self.events = pl.concat([split.train, split.valid, split.test])
-        self.now = int(self.events["timestamp"].max()) + 1
+        events = pl.concat([split.train, split.valid, split.test])
+        self.now = int(events["timestamp"].max()) + 1
+        self.index = ItemIndex(events, ds.items, split.n_items, p.cfg.features.category_column)
+        # each user's own events are one slice of the log sorted by user
+        self.events = events.sort("user_idx", maintain_order=True)
+        self.offsets = np.searchsorted(self.events["user_idx"].to_numpy(),
+                                       np.arange(split.n_users + 2))
         self.vectors = item_vectors(p.cfg, ds)
         self.similarity, self.unavailable = rerank_parts(p.cfg, ds)
 
@@ -91,8 +98,9 @@ class ChainRecommender(Recommender):
         reason = f"channel(s) failed and were left out: {failures}" if failures else None
         if cands.height == 0:
             return Recommendation(np.zeros(0, np.int64), np.zeros(0), None, reason)
-        table = build_features(cands, self.events, self.run.dataset.items, p.cfg.features,
-                               self.run.split.n_items, self.vectors)
+        lo, hi = self.offsets[user], self.offsets[min(user + 1, len(self.offsets) - 1)]
+        table = build_features(cands, self.events.slice(lo, hi - lo), self.run.dataset.items,
+                               p.cfg.features, self.run.split.n_items, self.vectors, self.index)
         scores, _ = score_table(p.cfg, p.ranker, table, p.info["ranker_state"])
         drop = np.r_[self.unavailable, exclude if exclude is not None else []].astype(np.int64)
         frame, scores = rerank(table.frame, scores, p.cfg.rerank, self.similarity, drop)
