@@ -112,6 +112,9 @@ def test_committed_benchmarks_md_is_the_rendered_records(bench):
     ablations = (REPO / render.ABLATIONS).read_text(encoding="utf-8")
     assert ablations == render.render_ablations(folder), (
         f"{render.ABLATIONS} differs from the records: run .venv/bin/python benchmarks/render.py")
+    cost = (REPO / render.COST).read_text(encoding="utf-8")
+    assert cost == render.render_cost(folder), (
+        f"{render.COST} differs from the records: run .venv/bin/python benchmarks/render.py")
     assert render.write(REPO / "BENCHMARKS.md", check=True) == []
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = readme[readme.index(render.START):readme.index(render.END) + len(render.END)]
@@ -120,17 +123,17 @@ def test_committed_benchmarks_md_is_the_rendered_records(bench):
     # every number of a table row is in the record it shows (its cells or parsed metrics)
     sections = {r["section"]: records for records in results.read_records(folder).values()
                 for r in records[:1]}
-    # every section is rendered in exactly one of the three files, and in the one FILES names
+    # every section is rendered in exactly one of the four files, and in the one FILES names
     pages = (("BENCHMARKS.md", markdown), (render.RESEARCH, research),
-             (render.ABLATIONS, ablations))
+             (render.ABLATIONS, ablations), (render.COST, cost))
     shown = {name: [p.splitlines()[0] for p in re.split(r"^## ", text, flags=re.M)[1:]]
              for name, text in pages}
     everywhere = [title for titles in shown.values() for title in titles]
     assert sorted(everywhere) == sorted(sections)
-    for page in (render.RESEARCH, render.ABLATIONS):
+    for page in (render.RESEARCH, render.ABLATIONS, render.COST):
         assert set(shown[page]) == {t for t, f in render.FILES.items() if f == page} == {
             t for t in sections if render.rendered_in(t) == page}
-    for part in re.split(r"^## ", markdown + research + ablations, flags=re.M)[1:]:
+    for part in re.split(r"^## ", markdown + research + ablations + cost, flags=re.M)[1:]:
         _, rows = render.current(sections[part.splitlines()[0]])
         lines = [line for line in part.splitlines() if line.startswith("| ")][1:]
         assert len(lines) == len(rows)
