@@ -220,6 +220,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md",
                     help="the BENCHMARKS.md to render")
     ap.add_argument("--note", default="", help="free text for the rows (load, what was shared)")
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="pipeline override (e.g. ranker.negatives=10); the ranked rows' model "
+                         "names carry the overrides")
     ap.add_argument("--rankers", default="", help="comma list of ranker models to run instead "
                     "of the preset's (e.g. lightgbm,din,dcnv2,ranker): one pipeline run each")
     args = ap.parse_args()
@@ -254,8 +257,10 @@ def run_pipeline(name: str, preset: str, config: Path, ranker: str | None, workd
     """One `genrec pipeline train` of ``preset`` (with ``ranker`` when given); its rows."""
     if ranker:
         config = with_ranker(config, ranker, workdir / "runs" / "pipeline_configs")
-    out = workdir / "runs" / (preset + (f"_{ranker}" if ranker else ""))
-    argv = [GENREC, "pipeline", "train", str(config), "--out", str(out), "--json"]
+    tag = "_".join(re.sub(r"\W+", "-", s) for s in args.sets)
+    out = workdir / "runs" / "_".join(filter(None, [preset, ranker, tag]))
+    argv = [GENREC, "pipeline", "train", str(config), "--out", str(out), "--json",
+            *(a for s in args.sets for a in ("--set", s))]
     cpu, t0 = _cpu(), time.perf_counter()
     done = subprocess.run(argv, check=True, cwd=workdir, capture_output=True, text=True)
     cpu, wall = _cpu() - cpu, time.perf_counter() - t0
@@ -265,6 +270,7 @@ def run_pipeline(name: str, preset: str, config: Path, ranker: str | None, workd
     command = " ".join(["genrec", *argv[1:]]).replace(str(REPO) + "/", "")
     for row, m in metrics["rows"].items():
         ranked = row.startswith("recall + ")
+        label = f"{row}, {', '.join(args.sets)}" if ranked and args.sets else row
         gain = "–"
         if ranked:
             lo, hi = paired_ci(per_user[f"{row} NDCG@10"].to_numpy(),
@@ -273,7 +279,7 @@ def run_pipeline(name: str, preset: str, config: Path, ranker: str | None, workd
             gain = f"{rel:+.1%} vs {best} (diff CI {lo:+.4f} .. {hi:+.4f})"
         fmt = lambda k: f"{m[k]:.4f}" if k in m and np.isfinite(m[k]) else "–"  # noqa: E731
         record(TABLE, {"dataset": name, "protocol": "P5 two-stage LOO, full ranking",
-                       "model": row, "HR@10": fmt("HR@10"), "NDCG@10": fmt("NDCG@10"),
+                       "model": label, "HR@10": fmt("HR@10"), "NDCG@10": fmt("NDCG@10"),
                        "ILD@10": fmt("ILD@10"),
                        "candidate recall": fmt("candidate_recall"), "AUC": fmt("AUC"),
                        "GAUC": fmt("GAUC"), "logloss": fmt("logloss"),
@@ -281,7 +287,7 @@ def run_pipeline(name: str, preset: str, config: Path, ranker: str | None, workd
                        "CPU s": f"{cpu:.0f} ({wall:.0f} s wall)" if ranked else "–",
                        "note": args.note, "command": command},
                path=args.out, metrics={"HR@10": m["HR@10"], "NDCG@10": m["NDCG@10"]})
-        print(name, row, fmt("HR@10"), fmt("NDCG@10"), fmt("candidate_recall"), gain)
+        print(name, label, fmt("HR@10"), fmt("NDCG@10"), fmt("candidate_recall"), gain)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,13 @@ Requests are drawn (seeded) from the dataset itself:
     item               GET /items/{item}
 
 Targets (issue "Serving"): /recommend p99 < 25 ms at 8 concurrent clients on 2 cores with a
-Beauty SASRec bundle; /search p95 < 300 ms.
+Beauty SASRec bundle; /search p95 < 300 ms. A pipeline run (``genrec pipeline train``) is served
+as its whole chain (channels -> features -> ranker) for known users: ``recommend-user`` then
+measures the ranking stage's cost per request.
 
 Example:
     python benchmarks/bench_serving.py runs/bench/sasrec_beauty --seconds 30 --concurrency 8
+    python benchmarks/bench_serving.py runs/pipeline_beauty_p5_dcnv2 --endpoints recommend-user
 """
 
 from __future__ import annotations
@@ -99,11 +102,15 @@ def peak_rss_gb(pid: int) -> float:
 
 
 def request_pool(run_dir: Path, n: int, seed: int) -> dict[str, list[dict]]:
-    """``n`` seeded requests per endpoint, drawn from the run's own dataset."""
+    """``n`` seeded requests per endpoint, drawn from the run's own dataset (a pipeline run's:
+    its first recall run's)."""
     from genrec.data.batches import user_sequences
+    from genrec.pipeline.ranking import load_pipeline
+    from genrec.pipeline.serve import is_pipeline_run
     from genrec.runs import load_run
 
-    run = load_run(run_dir)
+    run = (next(iter(load_pipeline(run_dir).runs.values())) if is_pipeline_run(run_dir)
+           else load_run(run_dir))
     ds, rng = run.dataset, random.Random(seed)
     users = ds.users["user_id"].cast(str).to_list()
     ids, titles = ds.item_ids, ds.titles()

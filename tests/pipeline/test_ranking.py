@@ -19,7 +19,7 @@ from genrec.config import ConfigError, from_dict
 from genrec.data.dataset import DataError
 from genrec.data.splits import Split
 from genrec.features.ranking import FeatureConfig, build_features
-from genrec.pipeline.p5 import candidates, full_ranking, ranker_metrics
+from genrec.pipeline.p5 import candidates, full_ranking, ranker_metrics, sampled_negatives
 from genrec.pipeline import ranking
 from genrec.pipeline.ranking import (PipelineConfig, evaluate_pipeline, feature_batches,
                                      standardiser, train_pipeline)
@@ -60,6 +60,28 @@ def test_candidates_are_the_union_with_documented_defaults():
     assert c["ch_a_rank"].to_list() == [2, 3, 1]
     assert c["ch_a_score"].to_list() == pytest.approx([0.5, 0.5, 0.8])
     assert c["ch_n"].to_list() == [2, 1, 1]
+
+
+@pytest.mark.parametrize("how", ["uniform", "popularity"])
+def test_sampled_negatives_lie_outside_candidates_and_history(how):
+    split = tiny_split()
+    chans = [(popularity_channel(split, "valid"), 1),
+             (scored_channel("a", lambda u: A_SCORES[u], split.history("valid")), 1)]
+    c = candidates(chans, split, "valid")
+    extra = sampled_negatives(c, split, "valid", {"popularity": 1, "a": 1}, n=2, how=how, seed=3)
+    assert extra.columns == c.columns and extra.schema == c.schema
+    assert (extra["label"] == 0).all() and (extra["ch_n"] == 0).all()
+    assert (extra["ch_a_rank"] == 2).all() and (extra["ch_popularity_rank"] == 2).all()
+    assert extra.group_by("user_idx").len()["len"].max() <= 2
+    hist = split.history("valid")
+    for u, i, t, score in extra.select("user_idx", "item_idx", "t", "ch_a_score").iter_rows():
+        assert i not in hist[u].indices and i != 0
+        mine = c.filter(pl.col("user_idx") == u)
+        assert i not in mine["item_idx"].to_list() and t == mine["t"][0]
+        assert score == pytest.approx(mine["ch_a_score"].min())  # the user's lowest 'a' score
+    if how == "popularity":  # items 5 and 6 have no training events: never drawn
+        assert not extra["item_idx"].is_in([5, 6]).any()
+    assert extra.height > 0
 
 
 def test_a_failing_channel_lists_nothing_and_is_reported():
@@ -189,6 +211,20 @@ def test_a_neural_ranker_plugs_into_the_same_pipeline(recall_runs, tmp_path):
     ranked = res["rows"]["recall + din"]
     assert 0 <= ranked["HR@10"] <= ranked["candidate_recall"] and math.isfinite(ranked["logloss"])
     assert evaluate_pipeline(tmp_path / "din")["rows"]["recall + din"] == pytest.approx(ranked)
+
+
+def test_extra_negatives_train_beside_the_candidates(recall_runs, tmp_path):
+    plain = train_pipeline(from_dict(PipelineConfig, config(recall_runs)))
+    res = train_pipeline(from_dict(PipelineConfig, config(recall_runs, negatives=5)))
+    grew = res["report"]["train_rows"] - plain["report"]["train_rows"]
+    assert 0 < grew <= 5 * res["report"]["train_users"]
+    # the test position is untouched: same candidates, same candidate recall
+    for key in ("test_rows",):
+        assert res["report"][key] == plain["report"][key]
+    assert res["rows"]["recall + lightgbm"]["candidate_recall"] == \
+        plain["rows"]["recall + lightgbm"]["candidate_recall"]
+    with pytest.raises(ConfigError, match="negative_sampling"):
+        from_dict(PipelineConfig, config(recall_runs, negative_sampling="hard"))
 
 
 def test_a_failing_channel_is_reported_and_the_others_rank(recall_runs, tmp_path, monkeypatch):

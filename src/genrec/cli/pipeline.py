@@ -1,6 +1,7 @@
 """``genrec pipeline``: the recall -> rank pipeline on protocol P5 (``genrec.pipeline.ranking``).
 
     genrec pipeline train configs/pipeline_ml100k_p5.toml --out runs/pipeline_ml100k
+    genrec pipeline train configs/pipeline_ml100k_p5.toml --set ranker.negatives=10 --out ...
     genrec pipeline evaluate runs/pipeline_ml100k --json
 """
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import List
 
 import typer
 
@@ -33,10 +35,11 @@ def _show(metrics: dict, as_json: bool) -> None:
 def train_cmd(
     config: Path = typer.Argument(..., help="pipeline TOML (configs/pipeline_*_p5.toml)"),
     out: Path = typer.Option(..., help="the pipeline run folder to write"),
+    set_: List[str] = typer.Option([], "--set", help="override, e.g. ranker.negatives=10"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ) -> None:
     """Train the ranker on the validation position's candidates; evaluate on test."""
-    cfg = load_pipeline_config(config)  # unknown keys and feature names fail before any work
+    cfg = load_pipeline_config(config, set_)  # unknown keys and names fail before any work
     result = train_pipeline(cfg, out)
     _show({k: result[k] for k in ("rows", "best_recall", "similarity", "failed_channels")},
           as_json)

@@ -42,7 +42,8 @@ from genrec.evaluation.binary import auc, gauc, group_auc, logloss
 from genrec.pipeline.recall import Channel
 
 __all__ = ["OUTSIDE", "candidates", "union", "candidate_recall", "full_ranking", "ranker_metrics",
-           "stage_targets"]
+           "sampled_negatives", "stage_targets"]
+SAMPLERS = ("uniform", "popularity")
 
 OUTSIDE = -1e30  # the score of every item outside a user's candidate set: below any candidate
 
@@ -126,6 +127,41 @@ def candidates(channels: list[tuple[Channel, int]], split: Split, stage: str,
     return (frame.join(targets, on="user_idx")
             .with_columns((pl.col("item_idx") == pl.col("target")).cast(pl.Int8).alias("label"))
             .drop("target").sort(["user_idx", "item_idx"]))
+
+
+def sampled_negatives(cands: pl.DataFrame, split: Split, stage: str, ks: dict[str, int], n: int,
+                      how: str = "uniform", seed: int = 0) -> pl.DataFrame:
+    """Up to ``n`` extra negatives per user of ``cands``: items outside the user's candidates and
+    ``stage`` history, drawn without repeats ``how`` = "uniform" over the catalogue or by
+    "popularity" (train counts), as candidate rows with ``cands``' columns: label 0, the same
+    ``t``, each channel's columns at what ``union`` gives an item it did not list (rank k + 1 from
+    ``ks``, the user's lowest score of that channel) and ``ch_n`` 0. A user whose draws (3n)
+    hold fewer than n admissible items gets fewer."""
+    if how not in SAMPLERS:
+        raise ValueError(f"negative sampling {how!r} is not one of {', '.join(SAMPLERS)}")
+    per_user = cands.group_by("user_idx").agg(
+        pl.col("t").first(), *(pl.col(c).min() for c in cands.columns if c.endswith("_score")))
+    per_user = per_user.sort("user_idx")
+    users = per_user["user_idx"].to_numpy().astype(np.int64)
+    p = np.ones(split.n_items + 1) if how == "uniform" else split.item_counts().astype(np.float64)
+    p[0] = 0.0
+    rng = np.random.default_rng(seed)
+    draw = rng.choice(split.n_items + 1, size=(len(users), 3 * n), p=p / p.sum())
+    width = split.n_items + 1
+    keys = (users[:, None] * width + draw).ravel()
+    h = split.history(stage)[users].tocoo()
+    taken = np.concatenate([users[h.row] * width + h.col,
+                            cands["user_idx"].to_numpy().astype(np.int64) * width
+                            + cands["item_idx"].to_numpy()])
+    first = np.sort(np.unique(keys, return_index=True)[1])  # each (user, item) once, draw order
+    keys = keys[first[~np.isin(keys[first], taken)]]
+    extra = (pl.DataFrame({"user_idx": keys // width, "item_idx": keys % width})
+             .filter(pl.int_range(pl.len()).over("user_idx") < n)
+             .join(per_user, on="user_idx"))
+    fills = {f"ch_{name}_rank": float(k + 1) for name, k in ks.items()}
+    return (extra.with_columns(pl.lit(0).alias("label"), pl.lit(0.0).alias("ch_n"),
+                               *(pl.lit(v).alias(c) for c, v in fills.items()))
+            .select(cands.columns).cast(dict(cands.schema)))
 
 
 def candidate_recall(cands: pl.DataFrame, split: Split, stage: str) -> float:

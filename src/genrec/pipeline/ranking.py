@@ -54,10 +54,11 @@ import polars as pl
 
 from genrec import __version__
 from genrec._files import atomic_dir, check_replaceable
-from genrec.config import ConfigError, from_dict, load_toml, to_dict
+from genrec.config import ConfigError, apply_overrides, from_dict, load_toml, to_dict
 from genrec.data.dataset import DataError
 from genrec.features.ranking import FeatureConfig, FeatureTable, build_features
-from genrec.pipeline.p5 import candidates, full_ranking, ranker_metrics, stage_targets
+from genrec.pipeline.p5 import (SAMPLERS, candidates, full_ranking, ranker_metrics,
+                                sampled_negatives, stage_targets)
 from genrec.pipeline.recall import FALLBACK, Channel, popularity_channel, run_channel
 from genrec.pipeline.rerank import ItemSimilarity, RerankConfig, ild, rerank, unavailable_items
 
@@ -100,6 +101,12 @@ class RankerConfig:
     """lightgbm | din | dcnv2 | mmoe | ranker (the neural ones are of kind "features")."""
     holdout: float = 0.2
     """Share of the validation users held out for early stopping."""
+    negatives: int = 0
+    """Extra negatives per training user beside its candidates (1:N): items outside its
+    candidates and history, drawn by ``negative_sampling``, label 0; the held-out users keep
+    their candidate lists only (``genrec.pipeline.p5.sampled_negatives``)."""
+    negative_sampling: str = "uniform"
+    """uniform | popularity (train counts)."""
     seed: int = 42
     lightgbm: LightGBMConfig = field(default_factory=LightGBMConfig)
     params: dict[str, Any] = field(default_factory=dict)
@@ -113,6 +120,10 @@ class RankerConfig:
             raise ConfigError(f"ranker.model {self.model!r} is not one of {', '.join(RANKERS)}")
         if not 0 < self.holdout < 1:
             raise ConfigError(f"ranker.holdout must be in (0, 1), got {self.holdout}")
+        if self.negatives < 0 or self.negative_sampling not in SAMPLERS:
+            raise ConfigError(f"ranker.negatives must be >= 0 and ranker.negative_sampling one of "
+                              f"{', '.join(SAMPLERS)}; got {self.negatives} and "
+                              f"{self.negative_sampling!r}")
 
 
 @dataclass
@@ -135,9 +146,10 @@ class PipelineConfig:
             raise ConfigError(f"ks must be positive cut-offs, got {self.ks}")
 
 
-def load_pipeline_config(path: str | Path) -> PipelineConfig:
-    """The pipeline config of a TOML file (unknown keys and feature names fail here)."""
-    return from_dict(PipelineConfig, load_toml(Path(path)))
+def load_pipeline_config(path: str | Path, sets: list[str] | None = None) -> PipelineConfig:
+    """The pipeline config of a TOML file with ``a.b=value`` overrides (unknown keys and feature
+    names fail here)."""
+    return from_dict(PipelineConfig, apply_overrides(load_toml(Path(path)), list(sets or [])))
 
 
 # ---- recall runs --------------------------------------------------------------------------------
@@ -219,9 +231,19 @@ def _stage_table(cfg: PipelineConfig, runs: dict[str, Any], stage: str
     best = cands.group_by("user_idx").agg(pl.col(f"ch_{c.name}_rank").min() for c in cfg.channels)
     silent = {f"users_without_{c.name}_candidates": int((best[f"ch_{c.name}_rank"] > c.k).sum())
               for c in cfg.channels}
+    sampled = stage == "valid" and cfg.ranker.negatives > 0
+    if sampled:  # 1:N extra negatives; the column "sampled" marks them (kept off the hold-out)
+        extra = sampled_negatives(cands, split, stage, {c.name: c.k for c in cfg.channels},
+                                  cfg.ranker.negatives, cfg.ranker.negative_sampling,
+                                  cfg.ranker.seed)
+        cands = pl.concat([cands.with_columns(pl.lit(0, pl.Int8).alias("sampled")),
+                           extra.with_columns(pl.lit(1, pl.Int8).alias("sampled"))]
+                          ).sort(["user_idx", "item_idx"])
     events = split.train if stage == "valid" else pl.concat([split.train, split.valid])
     table = build_features(cands, events, ds.items, cfg.features, split.n_items,
                            item_vectors(cfg, ds))
+    if sampled:  # the frame keeps the candidates' row order
+        table = replace(table, frame=table.frame.with_columns(cands["sampled"]))
     table.defaults.update(silent)
     return table, failed
 
@@ -451,6 +473,8 @@ def train_pipeline(cfg: PipelineConfig, out: Path | None = None) -> dict[str, An
         raise DataError("no validation target is among its user's candidates: the ranker has "
                         "nothing to learn; raise the channels' k")
     fit_part, hold = _split_users(valid, cfg.ranker.holdout, cfg.ranker.seed)
+    if "sampled" in hold.frame.columns:  # early stopping sees what the test position will
+        hold = replace(hold, frame=hold.frame.filter(pl.col("sampled") == 0))
     if fit_part.frame.height == 0 or hold.frame.height == 0:
         raise DataError(f"{valid.frame['user_idx'].n_unique()} validation users have their item "
                         f"among the candidates: too few to train and hold out "
