@@ -115,6 +115,9 @@ def test_masked_targets_and_infinite_scores():
         full = evaluate(lambda u: s[u], hist, tgt, ks=ks, batch_users=1, keep_topk=True)
         fast = evaluate(lambda u: s[u], hist, tgt, ks=ks, batch_users=1, keep_topk=True, auc=False)
         assert_same_without_auc(fast, full)
+        # the model scored 3 and 5 candidates above -inf: the leading slots of their lists
+        assert full.topk_scored.tolist() == fast.topk_scored.tolist() == [min(3, ks[-1]),
+                                                                          min(5, ks[-1])]
         ref = reference_evaluate(lambda u: s[u], hist, tgt, ks=ks)
         for key, val in fast.per_user.items():
             np.testing.assert_allclose(val, ref.per_user[key], rtol=1e-12, err_msg=key)

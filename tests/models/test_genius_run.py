@@ -1,7 +1,8 @@
 """GENIUS through ``genrec.runs.train`` on a tiny P6 (``next_k``) dataset: encoder pre-training
 then encoder-decoder in the one trainer, P6 session metrics and gate usage in metrics.json, the
 content expert fed by the builder, ``--resume`` continuing in the right phase, save -> load, and
-a top-k model on the same split getting the same session metrics from its top-20 list."""
+a top-k model on the same split getting the same session metrics from its top-20 list (the
+evaluator's, kept: each user scored once)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest
 import torch
 
 from genrec.config import ConfigError
-from genrec.runs import load_run, make_config, scorer, train
+from genrec.runs import evaluate_run, load_run, make_config, model_kind, scorer, train
+from genrec.runs.kinds.session import p6_metrics
+from genrec.topk import top_k
 
 N_USERS, N_ITEMS, PER_USER = 40, 60, 16
 SMALL = ["params.dim=16", "params.n_layers=1", "params.n_decoder_layers=1", "params.max_len=8",
@@ -122,3 +125,52 @@ def test_the_image_expert_reads_a_precomputed_vector_file(data, tmp_path):
     again = load_run(tmp_path / "run")  # image vectors come back with the weights
     np.testing.assert_array_equal(torch.as_tensor(scorer(again, "test")(users)).numpy(),
                                   torch.as_tensor(scorer(run, "test")(users)).numpy())
+
+
+def _rescored_lists(run, stage: str):
+    """The top-20 lists as ``Kind.stage_metrics`` built them before it read the evaluator's:
+    every user scored again, history masked, ``genrec.topk.top_k``."""
+    score, history = scorer(run, stage), run.split.history(stage)
+
+    def lists(users: np.ndarray) -> np.ndarray:
+        scores = torch.as_tensor(score(users)).detach().float().cpu().clone()
+        rows = history[users].tocoo()
+        scores[torch.from_numpy(rows.row).long(), torch.from_numpy(rows.col).long()] = -np.inf
+        scores[:, 0] = -np.inf
+        return top_k(scores, 20)[0].numpy()
+
+    return lists
+
+
+@pytest.mark.parametrize("sparse", [False, True], ids=["all-scored", "mostly-inf"])
+@pytest.mark.parametrize("name", ["ease", "popularity"])
+def test_a_top_k_model_is_scored_once_for_the_same_session_metrics(data, name, sparse,
+                                                                   monkeypatch):
+    """The session metrics read the evaluator's kept top lists: exactly the metrics of scoring
+    every user again (popularity: many ties), also when the model scores most items -inf (as
+    TIGER does past its beam) and lists run short; each evaluated user is scored once."""
+    run = train(make_config(name, [f"data.name={data}", "data.split=next_k", "eval.auc=false"]))
+    kind = type(model_kind(name))
+    plain, scored = kind.scorer, []
+
+    def counted(self, run, stage):
+        score = plain(self, run, stage)
+
+        def count(users: np.ndarray) -> np.ndarray:
+            scored.extend(users.tolist())
+            out = np.array(score(users))
+            if sparse:  # only every 4th item scored: 15 of 60, minus 11 of history, < 20
+                out[:, np.arange(out.shape[1]) % 4 > 0] = -np.inf
+            return out
+
+        return count
+
+    monkeypatch.setattr(kind, "scorer", counted)
+    for stage in ("valid", "test"):
+        scored.clear()
+        new = {k: v for k, v in evaluate_run(run, stage).metrics.items()
+               if k.startswith("session/")}
+        assert sorted(scored) == list(range(N_USERS))  # every user has a session, scored once
+        old = _rescored_lists(run, stage)
+        assert new == p6_metrics(run, stage, old) and new["session/n_sessions"] == N_USERS
+        assert (old(np.arange(N_USERS)) == -1).any() == sparse  # short lists where intended

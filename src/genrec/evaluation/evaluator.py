@@ -64,6 +64,9 @@ class EvalResult:
     users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     n_skipped: int = 0               # requested users without a target
     topk: np.ndarray | None = None   # (n_users, max K) item indices, -1 = empty slot
+    # (n_users,) with topk: its leading slots that hold items the model scored above -inf (the
+    # rest it scored -inf: listed only because nothing else was left; serving leaves them out)
+    topk_scored: np.ndarray | None = None
 
 
 # ---- input checks ------------------------------------------------------------------------------
@@ -168,8 +171,9 @@ def _count_at_least(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Ten
 
 
 def _rank_chunk(scores: torch.Tensor, hist: sp.csr_matrix, tgt: sp.csr_matrix, k_max: int,
-                full: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Mask, rank and list one chunk: (ranks (B, R), #valid relevant (B,), top-k (B, k_max)).
+                full: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mask, rank and list one chunk: (ranks (B, R), #valid relevant (B,), top-k (B, k_max),
+    #top-k slots the model scored above -inf (B,)).
 
     full=True ranks every valid target exactly (AUC needs that). full=False ranks exactly only
     the targets that can be in the top k_max; the others get ``NO_RANK`` like a masked target,
@@ -215,9 +219,12 @@ def _rank_chunk(scores: torch.Tensor, hist: sp.csr_matrix, tgt: sp.csr_matrix, k
         at_least = torch.where(rel_scores == kth, n_at_least_kth.long(), in_top)
     ranks = (1 + (at_least - rel_at_least) + rel_above).masked_fill(~ranked, M.NO_RANK)
 
+    # the model's own -inf reads as the lowest finite score here (_score_chunk)
+    scored = _count(values > torch.finfo(values.dtype).min)
     if top.shape[1] < k_max:  # catalogue smaller than K
         top = torch.nn.functional.pad(top, (0, k_max - top.shape[1]), value=-1)
-    return ranks.cpu().numpy(), valid.sum(1).cpu().numpy(), top.cpu().numpy()
+    return (ranks.cpu().numpy(), valid.sum(1).cpu().numpy(), top.cpu().numpy(),
+            scored.cpu().numpy())
 
 
 def _list_metrics(top: np.ndarray, ks: list[int], item_popularity, item_vectors, n_users: int
@@ -254,6 +261,7 @@ def evaluate(
     ~8M score cells. See the module docstring for the protocol and the metric keys.
     auc=False leaves out ``AUC``, the one metric that needs the exact rank of every target: the
     others only need ranks up to max(ks), which come from the top-k lists (several times faster).
+    keep_topk: keep each user's top-max(ks) list in the result (``topk``, ``topk_scored``).
     """
     start = time.perf_counter()
     history, targets, ks, users, skipped = _prepare(history, targets, ks, users)
@@ -265,7 +273,7 @@ def evaluate(
 
     parts: dict[str, list[np.ndarray]] = {}
     counts = {k: np.zeros(n_cols, dtype=np.int64) for k in ks}
-    tops = []
+    tops, scored = [], []
     # Users with similar target counts share a chunk: ranking costs grow with the chunk's
     # largest target count, so one heavy user must not slow down a chunk of light ones.
     order = np.argsort(np.diff(targets.indptr)[users], kind="stable")
@@ -274,7 +282,7 @@ def evaluate(
             u = users[order[lo:lo + chunk]]
             scores = _score_chunk(score_fn, u, n_cols)
             tgt = targets[u]
-            ranks, n_valid, top = _rank_chunk(scores, history[u], tgt, k_max, full=auc)
+            ranks, n_valid, top, n_scored = _rank_chunk(scores, history[u], tgt, k_max, full=auc)
             n_rel = np.diff(tgt.indptr)
             values = {f"{name}@{k}": fn(ranks, n_rel, k)
                       for k in ks for name, fn in M.RANK_METRICS.items()}
@@ -288,6 +296,7 @@ def evaluate(
                 counts[k] += np.bincount(listed[listed >= 0], minlength=n_cols)
             if keep_topk:
                 tops.append(top)
+                scored.append(n_scored)
             bar.update(len(u))
 
     back = np.argsort(order)  # per-user results in the callers' user order again
@@ -296,9 +305,11 @@ def evaluate(
     for k in ks:
         result[f"coverage@{k}"] = M.coverage(counts[k][1:])
         result[f"gini@{k}"] = M.gini(counts[k][1:])
+    kept = {"topk": np.concatenate(tops)[back],
+            "topk_scored": np.concatenate(scored)[back]} if keep_topk else {}
     return EvalResult(metrics=_ordered(result, ks), n_users=len(users),
                       seconds=time.perf_counter() - start, per_user=per_user, users=users,
-                      n_skipped=len(skipped), topk=np.concatenate(tops)[back] if keep_topk else None)
+                      n_skipped=len(skipped), **kept)
 
 
 def slice_metrics(result: EvalResult, rows: np.ndarray, prefix: str) -> dict[str, float]:

@@ -107,7 +107,9 @@ def evaluate_run(run: Run, stage: str = "test", keep_topk: bool = False,
 
     ``auc``: compute AUC (default ``run.config.eval.auc``); without it only ranks <= max(ks)
     are computed, about twice as fast. A split with new items (P1-new) also reports the users
-    whose target is a new item: the same metrics prefixed ``new/``, and ``new/users``."""
+    whose target is a new item: the same metrics prefixed ``new/``, and ``new/users``. The
+    kind's ``stage_metrics`` are added too: on a ``next_k`` split (P6) the session metrics, which
+    read the top lists kept here rather than score every user again."""
     split = run.split
     targets = split.targets(stage)
     if targets.nnz == 0:
@@ -116,11 +118,14 @@ def evaluate_run(run: Run, stage: str = "test", keep_topk: bool = False,
     popularity = split.item_counts()
     result = evaluate(scorer(run, stage), masked, targets, ks=run.config.eval.ks,
                       batch_users=run.config.eval.batch_users, item_popularity=popularity,
-                      keep_topk=keep_topk, auc=run.config.eval.auc if auc is None else auc)
+                      keep_topk=keep_topk or split.name == "next_k",  # P6 lists them
+                      auc=run.config.eval.auc if auc is None else auc)
     if len(split.new_items):
         result.metrics.update(slice_metrics(result, split.new_target_users(stage)[result.users],
                                             "new/"))
-    result.metrics.update(model_kind(run.config.model).stage_metrics(run, stage))  # P6 sessions
+    result.metrics.update(model_kind(run.config.model).stage_metrics(run, stage, result))
+    if not keep_topk:  # kept for the session metrics only
+        result.topk = result.topk_scored = None
     return result
 
 

@@ -26,7 +26,7 @@ An adapter answers (``Kind`` holds the defaults):
     score_history(run, items)    (n_items + 1,) scores from an explicit item history (serving)
     similar(run, known)          the item-item relation of /similar
     vector_search(run, ...)      item and user vectors for an ANN channel (two towers only)
-    stage_metrics(run, stage)    metrics beside the full-ranking ones (P6 session metrics)
+    stage_metrics(run, ...)      metrics beside the full-ranking ones (P6 session metrics)
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from genrec.registry import model_classes
 
 if TYPE_CHECKING:
     from genrec.data.splits import Split
+    from genrec.evaluation import EvalResult
     from genrec.runs import Run
 
 __all__ = ["KINDS", "Kind", "model_kind", "cooccurrence", "cosine", "sparse_row"]
@@ -96,15 +97,23 @@ class Kind:
         """(n_items + 1,) float64 scores for a user given by an item history (oldest first)."""
         raise NotImplementedError
 
-    def stage_metrics(self, run: Run, stage: str) -> dict[str, float]:
+    def stage_metrics(self, run: Run, stage: str, ranked: EvalResult | None = None
+                      ) -> dict[str, float]:
         """Metrics beside the full-ranking evaluator's for ``stage``: on a ``next_k`` split
         (P6), the session metrics of each user's top-20 list, the model's top-k as a set
-        (``session/...``; a session model generates its list instead)."""
+        (``session/...``; a session model generates its list instead).
+
+        ``ranked``: the evaluator's result for ``stage``. Its kept top lists, when 20 or more
+        wide, are these lists (next_k has no new items, so it masked the same history; ties go
+        to the lower index in both), so users are not scored again."""
         if run.split.name != "next_k":
             return {}
         from genrec.runs.kinds.session import p6_metrics
         from genrec.topk import top_k
 
+        k = 20  # the longest P6 cut-off (Recall@20)
+        if ranked is not None and ranked.topk is not None and ranked.topk.shape[1] >= k:
+            return p6_metrics(run, stage, _kept_lists(ranked, run.split.n_users, k))
         score, history = self.scorer(run, stage), run.split.history(stage)
 
         def lists(users: np.ndarray) -> np.ndarray:
@@ -112,7 +121,7 @@ class Kind:
             rows = history[users].tocoo()
             scores[torch.from_numpy(rows.row).long(), torch.from_numpy(rows.col).long()] = -np.inf
             scores[:, 0] = -np.inf
-            return top_k(scores, 20)[0].numpy()
+            return top_k(scores, k)[0].numpy()
 
         return p6_metrics(run, stage, lists)
 
@@ -126,6 +135,23 @@ class Kind:
         products are the model's scores, for an approximate-nearest-neighbour channel."""
         raise ValueError(f"ann_channel needs a model with user_vectors/item_vectors (two_tower); "
                          f"{run.config.model!r} has none: use run_channel for it")
+
+
+def _kept_lists(ranked: EvalResult, n_users: int, k: int) -> Callable[[np.ndarray], np.ndarray]:
+    """lists(users) -> (B, k): the evaluator's kept top-k lists of ``users`` (all evaluated),
+    -1 where only items the model scored -inf were left, as ``genrec.topk.top_k`` leaves them."""
+    row = np.full(n_users, -1)
+    row[ranked.users] = np.arange(len(ranked.users))
+
+    def lists(users: np.ndarray) -> np.ndarray:
+        r = row[users]
+        if (r < 0).any():
+            raise ValueError(f"users {users[r < 0][:5].tolist()} were not evaluated")
+        top = ranked.topk[r, :k].copy()
+        top[np.arange(k) >= ranked.topk_scored[r, None]] = -1  # scored -inf: not listed
+        return top
+
+    return lists
 
 
 def sparse_row(row: sp.spmatrix, width: int) -> np.ndarray:

@@ -45,6 +45,7 @@ from genrec.evaluation.session import session_metrics, session_rewards
 from genrec.runs.kinds.sequence import SequenceKind
 
 if TYPE_CHECKING:
+    from genrec.evaluation import EvalResult
     from genrec.runs import Run
 
 __all__ = ["SessionKind", "p6_metrics"]
@@ -162,7 +163,9 @@ class SessionKind(SequenceKind):
 
         return batches
 
-    def stage_metrics(self, run: Run, stage: str) -> dict[str, float]:
+    def stage_metrics(self, run: Run, stage: str, ranked: EvalResult | None = None
+                      ) -> dict[str, float]:
+        """The P6 metrics of generated sessions (module docstring); ``ranked`` is not read."""
         model, split = run.model, run.split
         c = model.config
         device = next(model.parameters()).device
