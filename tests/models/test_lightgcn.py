@@ -317,3 +317,24 @@ def test_runs_counts_items_without_a_text_vector_and_reloads_without_the_file(tm
     again = load_run(tmp_path / "run")
     assert evaluate_run(again, "test").metrics["NDCG@10"] == pytest.approx(
         run.info["metrics"]["test"]["NDCG@10"])
+
+
+def test_svd_init_starts_from_the_graphs_leading_singular_vectors():
+    m = model(init="svd", dim=2)
+    batch = PairBatch(torch.tensor([0, 1]), torch.tensor([1, 3]), torch.tensor([4, 1]))
+    m.loss(batch)  # the first training step initialises (a loaded model never does)
+    inv_u = np.where(R.sum(1) > 0, R.sum(1), 1) ** -0.5
+    inv_i = np.where(R.sum(0) > 0, R.sum(0), 1) ** -0.5
+    rn = inv_u[:, None] * R * inv_i[None, :]
+    p, s, qt = np.linalg.svd(rn)
+    best2 = (p[:, :2] * s[:2]) @ qt[:2]  # the rank-2 approximation P S Q^T
+    u, i = m.user_emb.weight.detach().double(), m.item_emb.weight.detach().double()
+    np.testing.assert_allclose((u @ i.T).numpy(), best2, atol=1e-5)
+    assert torch.all(i[0] == 0)  # PAD
+    loaded = model(init="svd", dim=2, seed=7)
+    loaded.load_state_dict(model(dim=2, seed=3).state_dict())
+    before = loaded.user_emb.weight.detach().clone()
+    loaded.loss(batch)
+    assert torch.equal(loaded.user_emb.weight.detach(), before)  # weights loaded: kept
+    with pytest.raises(ConfigError, match="init = 'svd' takes dim = 4 singular vectors"):
+        model(init="svd", dim=4)

@@ -40,6 +40,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -59,6 +60,7 @@ __all__ = ["LightGCNConfig", "LightGCN", "FUSIONS", "FUSION_STAGES", "PAIR_LOSSE
 FUSIONS = ("none", "sum", "concat")
 FUSION_STAGES = ("before", "after")
 PAIR_LOSSES = ("bpr", "sampled", "infonce", "ccl")
+INITS = ("normal", "svd")
 COSINE_LOSSES = ("infonce", "ccl")  # these train cosines, so scores are cosines too
 
 
@@ -71,6 +73,8 @@ class LightGCNConfig:
     l2: float = 1e-4            # weight of the L2 penalty on the batch's ego embeddings (paper)
     negatives: str = "uniform"  # uniform | popularity (by training count), never a training item
     init_std: float = 0.1       # ID embeddings start as N(0, init_std^2) (the authors' code)
+    init: str = "normal"        # normal: N(0, init_std^2) | svd: the graph's leading singular
+                                # vectors (see the NOTE above; needs dim < n_users, n_items)
     fusion: str = "none"        # none | sum | concat: how text vectors join the ID embeddings
     fusion_stage: str = "before"  # before | after propagation
     item_semantic: bool = True  # fusion: items get their projected text vector
@@ -111,6 +115,14 @@ class LightGCNConfig:
             raise ConfigError(f"lightgcn: loss {self.loss!r} draws its own uniform negatives, "
                               f"shared by the batch, so negatives = {self.negatives!r} would be "
                               f"ignored; set negatives = 'uniform' (popularity is for bpr)")
+        if self.init not in INITS:
+            raise ConfigError(f"lightgcn: init {self.init!r} is not one of {', '.join(INITS)}")
+        if self.init == "svd" and self.n_users and self.n_items and \
+                self.dim >= min(self.n_users, self.n_items):
+            raise ConfigError(f"lightgcn: init = 'svd' takes dim = {self.dim} singular vectors, "
+                              f"but the {self.n_users} x {self.n_items} matrix has fewer; set "
+                              f"params.dim below {min(self.n_users, self.n_items)} or init = "
+                              f"'normal'")
         if self.l2 < 0 or self.init_std <= 0:
             raise ConfigError(f"lightgcn: need l2 >= 0 and init_std > 0, got {self.l2}, "
                               f"{self.init_std}")
@@ -184,6 +196,32 @@ class LightGCN(nn.Module):
         self._adj: torch.Tensor | None = None
         self._user_text: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
         self._cache: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+        self._svd_pending = c.init == "svd"  # done at the first loss(): training, not loading
+
+    def load_state_dict(self, state_dict: Any, *args: Any, **kwargs: Any) -> Any:
+        """nn.Module's; weights loaded (a saved run, a resumed checkpoint) are never re-initialised
+        from the SVD."""
+        self._svd_pending = False
+        return super().load_state_dict(state_dict, *args, **kwargs)
+
+    def _init_from_svd(self) -> None:
+        """ID embeddings = the leading singular vectors of D_u^-1/2 R D_i^-1/2, scaled by the
+        square roots of their singular values (see the module NOTE)."""
+        from scipy.sparse.linalg import svds
+
+        r = sp.csr_matrix(self._interactions, dtype=np.float64)
+        deg_u, deg_i = np.asarray(r.sum(axis=1)).ravel(), np.asarray(r.sum(axis=0)).ravel()
+        r = sp.diags(np.where(deg_u > 0, deg_u, 1) ** -0.5) @ r @ \
+            sp.diags(np.where(deg_i > 0, deg_i, 1) ** -0.5)
+        p, sv, qt = svds(r, k=self.config.dim, random_state=0)
+        root = np.sqrt(sv)
+        with torch.no_grad():
+            w = self.user_emb.weight
+            w.copy_(torch.from_numpy(p * root).to(w.dtype))
+            w = self.item_emb.weight
+            w.copy_(torch.from_numpy(qt.T * root).to(w.dtype))
+            w[0] = 0.0  # PAD: an empty column, zero up to rounding
+        self._svd_pending = False
 
     def set_content(self, vectors: torch.Tensor, present: torch.Tensor | None = None) -> None:
         """Item text vectors (n_items + 1, content_dim), row 0 = PAD; ``present``: real ones."""
@@ -280,6 +318,9 @@ class LightGCN(nn.Module):
         c = self.config
         if batch.pos is None or (batch.neg is None and c.loss == "bpr"):
             raise ValueError("lightgcn.loss needs a training batch with pos and neg (pair_batches)")
+        if self._svd_pending:
+            self._graph(self.user_emb.weight.device)  # the graph must be set first
+            self._init_from_svd()
         users, items = self.embeddings()
         u, p = users[batch.users], items[batch.pos]  # (B, D') each
         ego = self.user_emb(batch.users).pow(2).sum() + self.item_emb(batch.pos).pow(2).sum()
