@@ -110,6 +110,21 @@ def test_dpo_aligns_against_a_frozen_reference_of_the_same_config(data, sft, tmp
                                      *dpo[-4:]]), tmp_path / "bad2")
 
 
+def test_init_from_continues_plain_sft_from_a_run_of_the_same_config(data, sft, tmp_path):
+    """The DPO benchmark's extra-steps control: the weights of the SFT run, then session SFT."""
+    _, ref = sft
+    sets = [*sft_sets(data), "params.pretrain_epochs=0", f"params.init_from={ref}",
+            "train.epochs=1", "train.lr=1e-9"]  # one step of almost nothing: still the SFT weights
+    run = train(make_config("genius", sets), tmp_path / "more")
+    start = torch.load(ref / "model.pt", weights_only=True)
+    for name, value in run.model.state_dict().items():
+        torch.testing.assert_close(value, start[name], atol=1e-5, rtol=0, msg=name)
+    with pytest.raises(ConfigError, match="params.init_from: .* differing: dim"):
+        train(make_config("genius", [*sets, "params.dim=32"]), tmp_path / "bad")
+    with pytest.raises(ValueError, match="init_from continues a trained run"):
+        train(make_config("genius", [*sets, "params.pretrain_epochs=1"]), tmp_path / "bad2")
+
+
 def test_the_image_expert_reads_a_precomputed_vector_file(data, tmp_path):
     """No shared dataset has images: the image expert is fed a vector file keyed by item id."""
     ids = [f"i{i:02d}" for i in range(N_ITEMS)][:-3]  # three items without an image

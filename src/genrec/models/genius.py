@@ -48,9 +48,10 @@ __all__ = ["GeniusConfig", "Genius", "SessionOutput", "dpo_loss", "EXPERTS", "MI
 EXPERTS = ("behaviour", "content", "image")
 MIXES = ("gate", "sum")
 DECODES = ("greedy", "beam", "top_p")
-# fields a DPO run may set differently from its reference run: everything else must match
+# fields a DPO run (or an init_from run) may set differently from the run whose weights it starts
+# from: everything else must match
 DPO_FIELDS = ("dpo_reference", "dpo_beta", "dpo_samples", "dpo_lambda", "dpo_mu",
-              "pretrain_epochs", "freeze_encoder", "decode", "beam_size", "top_p")
+              "pretrain_epochs", "freeze_encoder", "decode", "beam_size", "top_p", "init_from")
 
 
 @dataclass
@@ -89,6 +90,9 @@ class GeniusConfig:
     dpo_samples: int = 4  # top_p sessions sampled per history (>= 2)
     dpo_lambda: float = 0.0  # reward weight of ILD@10 over the content vectors
     dpo_mu: float = 0.0  # reward weight of novelty@10 (scaled to [0, 1])
+    # a trained genius run directory (same config, up to DPO_FIELDS) whose weights plain SFT
+    # starts from, e.g. the "same extra steps without DPO" control of a DPO run; "" = fresh
+    init_from: str = ""
 
     def validate(self) -> None:
         bad = [e for e in self.experts if e not in EXPERTS]
@@ -114,6 +118,11 @@ class GeniusConfig:
                              f"reference), dpo_samples >= 2, dpo_beta > 0 and dpo_lambda, dpo_mu "
                              f">= 0; got {self.pretrain_epochs}, {self.dpo_samples}, "
                              f"{self.dpo_beta}, {self.dpo_lambda}, {self.dpo_mu}")
+        if self.init_from and (self.dpo_reference or self.pretrain_epochs):
+            raise ValueError(f"genius: init_from continues a trained run, so it needs "
+                             f"pretrain_epochs = 0 and no dpo_reference (a DPO run already starts "
+                             f"from its reference); got {self.pretrain_epochs}, "
+                             f"{self.dpo_reference!r}")
         if not 0.0 <= self.dropout < 1.0 or not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"genius: need 0 <= dropout < 1 and 0 < top_p <= 1, got "
                              f"dropout={self.dropout}, top_p={self.top_p}")

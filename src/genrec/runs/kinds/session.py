@@ -23,6 +23,10 @@ reference trained genius on the same data and split with the same config (up to 
 The policy starts from the reference weights; each epoch's batches are ``PreferenceBatch`` pairs
 sampled from the frozen reference (``_dpo_batches``), seeded by (seed, epoch), so ``--resume``
 draws the same pairs.
+
+``params.init_from`` = a trained genius run, checked as ``dpo_reference`` is: plain SFT (no
+pre-training phase) starting from that run's weights with a fresh optimizer, as a DPO run starts;
+the "same number of extra steps without DPO" control (benchmarks/bench_sessions_dpo.py).
 """
 
 from __future__ import annotations
@@ -86,6 +90,8 @@ class SessionKind(SequenceKind):
 
         if c.dpo_reference:
             return self._dpo_batches(run), n_session_batches(split, cfg.batch_size)
+        if c.init_from:  # plain SFT from another run's weights (a DPO run's extra-steps control)
+            run.model.load_state_dict(self._weights_of(run, "init_from"))
 
         def batches(epoch: int) -> Iterable:
             if epoch < c.pretrain_epochs:  # the encoder alone, on next-item prediction
@@ -100,16 +106,15 @@ class SessionKind(SequenceKind):
         return batches, steps
 
     @staticmethod
-    def _reference(run: Run) -> torch.nn.Module:
-        """The frozen reference of a DPO run: the weights of ``dpo_reference``, refused unless
-        that run trained genius on the same data and split with the same config (up to
-        ``DPO_FIELDS``)."""
+    def _weights_of(run: Run, field: str) -> dict[str, torch.Tensor]:
+        """The weights of the genius run named by ``params.<field>``, refused unless that run
+        trained genius on the same data and split with the same config (up to ``DPO_FIELDS``)."""
         from genrec.models.genius import DPO_FIELDS, GeniusConfig
 
-        ref_dir = Path(run.model.config.dpo_reference).expanduser()
+        ref_dir = Path(getattr(run.model.config, field)).expanduser()
         files = [ref_dir / n for n in ("config.toml", "run.json", "model.pt")]
         if not all(f.is_file() for f in files):
-            raise ConfigError(f"params.dpo_reference: {ref_dir} is not a trained genius run "
+            raise ConfigError(f"params.{field}: {ref_dir} is not a trained genius run "
                               f"(needs config.toml, run.json and model.pt); train the SFT model "
                               f"first with `genrec train genius --out DIR`")
         ref_cfg = load_toml(files[0])
@@ -123,11 +128,16 @@ class SessionKind(SequenceKind):
         if ref_cfg.get("model") != "genius" or differ or \
                 info.get("dataset_hash") != run.dataset.content_hash:
             what = ", ".join(differ) or "the dataset content"
-            raise ConfigError(f"params.dpo_reference: {ref_dir} does not match this run (model "
-                              f"{ref_cfg.get('model')!r}, differing: {what}); align against a "
+            raise ConfigError(f"params.{field}: {ref_dir} does not match this run (model "
+                              f"{ref_cfg.get('model')!r}, differing: {what}); start from a "
                               f"genius run of the same config and data")
+        return torch.load(files[2], map_location="cpu", weights_only=True)
+
+    @classmethod
+    def _reference(cls, run: Run) -> torch.nn.Module:
+        """The frozen reference of a DPO run: the weights of ``dpo_reference``."""
         reference = copy.deepcopy(run.model)
-        reference.load_state_dict(torch.load(files[2], map_location="cpu", weights_only=True))
+        reference.load_state_dict(cls._weights_of(run, "dpo_reference"))
         run.model.load_state_dict(reference.state_dict())  # the policy starts as the reference
         return reference.eval().requires_grad_(False)
 
