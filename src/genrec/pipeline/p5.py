@@ -62,17 +62,12 @@ def stage_targets(split: Split, stage: str) -> pl.DataFrame:
                        pl.col("timestamp").alias("t")).sort("user_idx")
 
 
-def _channel_frame(ch: Channel, k: int, users: np.ndarray) -> pl.DataFrame:
+def _channel_lists(ch: Channel, k: int, users: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     items, scores = ch.topk(users, k)
     if items.shape != (len(users), k):
         raise ValueError(f"channel {ch.name!r} returned {items.shape} items for {len(users)} users "
                          f"and k={k}")
-    keep = items >= 0
-    rows, ranks = np.nonzero(keep)
-    return pl.DataFrame({"user_idx": users[rows].astype(np.int64),
-                         "item_idx": items[keep].astype(np.int64),
-                         f"ch_{ch.name}_score": scores[keep].astype(np.float32),
-                         f"ch_{ch.name}_rank": (ranks + 1).astype(np.float32)})
+    return items, scores
 
 
 def union(channels: list[tuple[Channel, int]], users: np.ndarray,
@@ -82,31 +77,40 @@ def union(channels: list[tuple[Channel, int]], users: np.ndarray,
 
     A channel that raises lists nothing (its columns hold the defaults) and, with ``failures``,
     its error is recorded there by name; without ``failures`` the error propagates. ValueError
-    when no channel listed anything because every one failed."""
+    when no channel listed anything because every one failed. Plain numpy on (user, item) keys:
+    the same code serves one user per request and every user of a split."""
     users = np.asarray(users, dtype=np.int64)
-    frame: pl.DataFrame | None = None
+    if not channels:
+        raise ValueError("P5 candidates need at least one channel")
+    lists = []
     for ch, k in channels:
         try:
-            part = _channel_frame(ch, k, users)
+            lists.append(_channel_lists(ch, k, users))
         except Exception as e:  # noqa: BLE001 - any channel error: report it, rank with the rest
             if failures is None:
                 raise
             failures[ch.name] = f"{type(e).__name__}: {e}"
-            part = _channel_frame(Channel(ch.name, _nothing), k, users)
-        frame = part if frame is None else frame.join(part, on=["user_idx", "item_idx"],
-                                                      how="full", coalesce=True)
-    if frame is None:
-        raise ValueError("P5 candidates need at least one channel")
+            lists.append(_nothing(users, k))
     if failures and len(failures) == len(channels):
         raise ValueError(f"every recall channel failed: {failures}")
-    fills = []
-    for ch, k in channels:
-        score, rank = f"ch_{ch.name}_score", f"ch_{ch.name}_rank"
-        fills += [pl.col(rank).fill_null(float(k + 1)),
-                  pl.col(score).fill_null(pl.col(score).min().over("user_idx")).fill_null(0.0)]
-    listed = pl.sum_horizontal(pl.col(f"ch_{ch.name}_rank").is_not_null() for ch, _ in channels)
-    return (frame.with_columns(listed.cast(pl.Float32).alias("ch_n")).with_columns(fills)
-            .sort(["user_idx", "item_idx"]))
+    width = max(int(items.max(initial=0)) for items, _ in lists) + 1
+    listed = [np.nonzero(items >= 0) for items, _ in lists]  # (user row, rank - 1) of each entry
+    entry_keys = [users[r] * width + items[r, c] for (items, _), (r, c) in zip(lists, listed)]
+    keys = np.unique(np.concatenate(entry_keys))  # sorted (user, item) pairs
+    order = np.argsort(users, kind="stable")
+    row = order[np.searchsorted(users[order], keys // width)]  # each candidate's user row
+    columns: dict[str, np.ndarray] = {"user_idx": keys // width, "item_idx": keys % width}
+    n_listed = np.zeros(len(keys), dtype=np.float32)
+    for (ch, k), (_, scores), (r, c), entry in zip(channels, lists, listed, entry_keys):
+        at = np.searchsorted(keys, entry)
+        lowest = np.full(len(users), np.inf, dtype=np.float32)  # the user's lowest listed score
+        np.minimum.at(lowest, r, scores[r, c])
+        score = np.where(lowest < np.inf, lowest, 0.0).astype(np.float32)[row]
+        rank = np.full(len(keys), k + 1, dtype=np.float32)
+        score[at], rank[at] = scores[r, c], c + 1
+        columns[f"ch_{ch.name}_score"], columns[f"ch_{ch.name}_rank"] = score, rank
+        n_listed[at] += 1
+    return pl.DataFrame({**columns, "ch_n": n_listed})
 
 
 def _nothing(users: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
