@@ -313,8 +313,10 @@ def main() -> None:
             if train.get("stop_reason") == "time_budget":
                 note += "; stopped by train.max_minutes"
             model = f"genius SFT + {name}" if name.startswith("MMR") else f"genius {name}"
+            if name == "DPO":  # the key of a table row: every setting that changes the model
+                model += f", λ={args.dpo_lambda:g} μ={args.dpo_mu:g} β={args.dpo_beta:g}"
             if name in ("DPO", "SFT + extra"):
-                model += f" ({args.dpo_epochs} epoch{'s' * (args.dpo_epochs != 1)})"
+                model += f", {args.dpo_epochs} epoch{'s' * (args.dpo_epochs != 1)}"
             row = {"dataset": sft.dataset.name, "protocol": "P6", "seed": str(seed),
                    "model": model,
                    **{m: f"{means[name][m]:.4f}" for m in METRICS},
