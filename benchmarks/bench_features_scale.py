@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from _record import record  # noqa: E402
-from bench_ingest import _hwm_gib, _peak_gib, _reset_hwm, ensure_data  # noqa: E402
+from bench_ingest import _peak_gib, ensure_data, step_timer  # noqa: E402
 
 TABLE = "Ranking features at scale"
 
@@ -49,17 +49,8 @@ def child(raw_dir: Path, n_cands: int, per_chunk: int, seed: int) -> None:
     from genrec.features.ranking import (DEFAULT_FEATURES, FeatureConfig, build_feature_chunks,
                                          build_features)
 
-    steps: dict[str, dict] = {}
-    per_step = _reset_hwm()
+    steps, step = step_timer()
     t_start = time.perf_counter()
-
-    def step(name: str, fn):
-        _reset_hwm()
-        t0 = time.perf_counter()
-        out = fn()
-        steps[name] = {"s": round(time.perf_counter() - t0, 2),
-                       "peak_gib": round(_hwm_gib(), 2) if per_step else None}
-        return out
 
     def read():
         log = (pl.read_csv(raw_dir / "ratings.csv",

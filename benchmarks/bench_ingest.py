@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -76,19 +77,27 @@ def _hwm_gib() -> float:
     return float("nan")
 
 
-def child(raw_dir: Path, ds_dir: Path) -> None:
-    """Run read -> build -> save once and print one JSON line with timings and peaks."""
-    t_start = time.perf_counter()
+def step_timer() -> tuple[dict[str, dict], Callable[[str, Callable[[], Any]], Any]]:
+    """``(steps, step)``: ``step(name, fn)`` returns ``fn()`` and records in ``steps[name]`` its
+    wall seconds and its own peak RSS (None where the kernel cannot reset the mark)."""
     steps: dict[str, dict] = {}
     per_step = _reset_hwm()
 
-    def step(name: str, fn):
+    def step(name: str, fn: Callable[[], Any]) -> Any:
         _reset_hwm()
         t0 = time.perf_counter()
         out = fn()
         steps[name] = {"s": round(time.perf_counter() - t0, 2),
                        "peak_gib": round(_hwm_gib(), 2) if per_step else None}
         return out
+
+    return steps, step
+
+
+def child(raw_dir: Path, ds_dir: Path) -> None:
+    """Run read -> build -> save once and print one JSON line with timings and peaks."""
+    t_start = time.perf_counter()
+    steps, step = step_timer()
 
     def load():
         from genrec.data.ingest import Filters, build_dataset
