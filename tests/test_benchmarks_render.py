@@ -107,13 +107,13 @@ def test_committed_benchmarks_md_is_the_rendered_records(bench):
         "BENCHMARKS.md differs from the records: run .venv/bin/python benchmarks/render.py")
     assert len(markdown.encode()) < 40_000
     research = (REPO / render.RESEARCH).read_text(encoding="utf-8")
-    assert research == render.render_research(folder), (
+    assert research == render.render_page(folder, render.RESEARCH), (
         f"{render.RESEARCH} differs from the records: run .venv/bin/python benchmarks/render.py")
     ablations = (REPO / render.ABLATIONS).read_text(encoding="utf-8")
-    assert ablations == render.render_ablations(folder), (
+    assert ablations == render.render_page(folder, render.ABLATIONS), (
         f"{render.ABLATIONS} differs from the records: run .venv/bin/python benchmarks/render.py")
     cost = (REPO / render.COST).read_text(encoding="utf-8")
-    assert cost == render.render_cost(folder), (
+    assert cost == render.render_page(folder, render.COST), (
         f"{render.COST} differs from the records: run .venv/bin/python benchmarks/render.py")
     assert render.write(REPO / "BENCHMARKS.md", check=True) == []
     readme = (REPO / "README.md").read_text(encoding="utf-8")
