@@ -30,7 +30,7 @@ __all__ = ["results_dir", "slug", "strip_remarks", "short_dataset", "row_key", "
 # Columns that say WHAT was measured (not how well): equal values = the same setting, rerun.
 ID_COLUMNS = ("dataset", "protocol", "model", "model (genrec / RecBole)", "method", "channel",
               "index", "fusion", "user text", "item text", "text", "beta", "content",
-              "semantic IDs", "config", "settings")
+              "semantic IDs", "config", "settings", "seed")  # another seed: another row
 PEER = " (genrec / RecBole)"  # a header whose cells read "genrec value / RecBole value"
 
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
