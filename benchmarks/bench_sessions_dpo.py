@@ -53,6 +53,7 @@ from bench_graph import run_preset  # noqa: E402
 from genrec.data.batches import eval_batch  # noqa: E402
 from genrec.evaluation import metrics as M  # noqa: E402
 from genrec.evaluation.session import P6_KS, session_ndcg, session_recall  # noqa: E402
+from genrec.pipeline.rerank import ItemSimilarity, mmr_order  # noqa: E402
 from genrec.runs import Run, load_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,18 +80,15 @@ def mmr(candidates: np.ndarray, unit: np.ndarray, lam: float, n: int) -> np.ndar
     """The first ``n`` of ``candidates`` (best first, -1 = empty) by maximal marginal relevance
     (Carbonell & Goldstein 1998): each pick maximises lam * rel - (1 - lam) * its largest cosine
     to the items picked so far; rel = 1 - position / (len - 1) over the real candidates; ``unit``:
-    (n_items + 1, C) unit content vectors (zero rows: cosine 0). -1-padded to ``n``."""
+    (n_items + 1, C) unit content vectors (zero rows: cosine 0). -1-padded to ``n``. The greedy
+    pick is the pipeline re-ranker's (``genrec.pipeline.rerank.mmr_order``)."""
     items = candidates[candidates >= 0]
-    rel = 1.0 - np.arange(len(items)) / max(len(items) - 1, 1)
-    sim = unit[items] @ unit[items].T
-    left, max_sim, picked = np.ones(len(items), dtype=bool), np.zeros(len(items)), []
-    for _ in range(min(n, len(items))):
-        j = int(np.argmax(np.where(left, lam * rel - (1 - lam) * max_sim, -np.inf)))  # ties: first
-        picked.append(j)
-        left[j] = False
-        max_sim = np.maximum(max_sim, sim[j])
     out = np.full(n, -1, dtype=np.int64)
-    out[:len(picked)] = items[picked]
+    if len(items):
+        rel = 1.0 - np.arange(len(items)) / max(len(items) - 1, 1)
+        sim = ItemSimilarity(unit, np.zeros(len(unit), dtype=np.int64), "content")
+        picked = mmr_order(items, rel, sim, lam, n)[:min(n, len(items))]
+        out[:len(picked)] = items[picked]
     return out
 
 

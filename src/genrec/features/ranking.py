@@ -157,7 +157,7 @@ class ItemIndex:
         self.category, self.vocab = primary_categories(items, n_items, category_column)
         self.brand, self.brand_card = _codes(items, n_items, "brand")
 
-    def _count_before(self, item: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def _first_at_or_after(self, item: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Index into ``key`` of the first event of ``item`` at or after ``t``."""
         return np.searchsorted(self.key, item * self.span + np.clip(t - self.t0, 0, self.span - 1),
                                "left")
@@ -166,8 +166,8 @@ class ItemIndex:
         """Per (item, t) row: events of the item strictly before t (all, within ``recent``
         seconds, first time)."""
         start = np.searchsorted(self.key, item * self.span, "left")
-        before = self._count_before(item, t)
-        since = self._count_before(item, t - int(recent))
+        before = self._first_at_or_after(item, t)
+        since = self._first_at_or_after(item, t - int(recent))
         pop = before - start
         first = np.where(pop > 0, self.key[np.minimum(start, max(len(self.key) - 1, 0))]
                          - item * self.span + self.t0, t)

@@ -40,7 +40,8 @@ import polars as pl
 from genrec.config import ConfigError
 from genrec.features.ranking import primary_categories
 
-__all__ = ["METHODS", "RerankConfig", "ItemSimilarity", "unavailable_items", "rerank", "ild"]
+__all__ = ["METHODS", "RerankConfig", "ItemSimilarity", "unavailable_items", "mmr_order", "rerank",
+           "ild"]
 
 METHODS = ("none", "mmr", "category")
 
@@ -133,9 +134,11 @@ def _groups(users: np.ndarray) -> np.ndarray:
     return np.r_[np.flatnonzero(np.r_[True, users[1:] != users[:-1]]), len(users)]
 
 
-def _mmr(items: np.ndarray, rel: np.ndarray, sim: ItemSimilarity, lam: float, n: int
-         ) -> np.ndarray:
-    """Positions (into ``items``, given in the ranker's order) in MMR order for the first n."""
+def mmr_order(items: np.ndarray, rel: np.ndarray, sim: ItemSimilarity, lam: float, n: int
+              ) -> np.ndarray:
+    """Positions (into ``items``, given in the ranker's order) in MMR order for the first n:
+    each pick maximises lam * rel (min-max scaled) - (1 - lam) * its largest similarity to the
+    items picked so far; the rest follow in the ranker's order."""
     span = rel.max() - rel.min()
     rel = (rel - rel.min()) / span if span > 0 else np.zeros_like(rel)
     left = np.ones(len(items), dtype=bool)
@@ -183,7 +186,7 @@ def rerank(frame: pl.DataFrame, scores: np.ndarray, cfg: RerankConfig, sim: Item
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         order = lo + np.argsort(-scores[lo:hi], kind="stable")  # the ranker's order
         if cfg.method == "mmr":
-            pos = _mmr(items[order], scores[order], sim, cfg.mmr_lambda, cfg.top_n)
+            pos = mmr_order(items[order], scores[order], sim, cfg.mmr_lambda, cfg.top_n)
         else:
             pos = _capped(items[order], sim, cfg.max_per_category, cfg.top_n)
         out[order[pos]] = np.arange(hi - lo, 0, -1, dtype=np.float64)  # n, n - 1, ..., 1
