@@ -2,7 +2,7 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_text_human.py lastfm-tags \\
         [--methods popularity,bm25,minilm,minilm-ft,union,ce] [--ft-minutes 10] \\
-        [--ce-minutes 10] [--depth 30] [--stage test] [--generator RUN_DIR] [--no-record]
+        [--ce-minutes 10] [--ce-loss listwise] [--depth 30] [--stage test] [--generator RUN_DIR] [--no-record]
 
 The query set is ``genrec.pipeline.human_queries`` (T1: tags with >= 10 artists, tags split
 80/10/10 seeded, item text = name + the most frequent TRAIN tags; T2: the authors' splits, query
@@ -12,8 +12,11 @@ zero-shot and fine-tuned on the training pairs (in-batch negatives, ``--ft-minut
 of BM25 and the (fine-tuned, else zero-shot) bi-encoder; with ``--generator RUN`` (a ``genrec
 search train`` run, e.g. ``configs/text2items_lastfm.toml``) its generator too, and its union
 with that bi-encoder. The MiniLM cross-encoder, trained on
-``--ce-queries`` training queries with hard negatives from those two stages (``--ce-minutes``),
-re-ranking the top ``--depth`` of every stage (``X+ce`` rows). Every stage returns 100
+``--ce-queries`` training queries with hard negatives from BM25 and the bi-encoder
+(``--ce-minutes``; ``--ce-loss listwise``: softmax over a positive and ``--ce-negatives``
+negatives), re-ranks the top ``--depth`` of every stage: ``X+ce`` is its order alone, ``X+ce
+fused`` its logits interpolated with the stage's order (``human_baselines.fuse``), the weight
+chosen on the VALID queries (so with ``ce`` the stages also rank those). Every stage returns 100
 candidates per ``--stage`` query (all of them: 145 / 233 test queries); metrics of
 ``human_queries.ranking_metrics``: Recall@10, NDCG@10, MRR@10 of the list and Recall@100 of the
 candidates. CPU seconds (user + system of this process) of each training run and each stage's
@@ -109,6 +112,14 @@ def main() -> None:
     ap.add_argument("--ce-minutes", type=float, default=10.0)
     ap.add_argument("--ce-queries", type=int, default=1000, help="training queries of the CE")
     ap.add_argument("--ce-mined", type=int, default=20, help="hard negatives mined per stage")
+    ap.add_argument("--ce-max-length", type=int, default=None,
+                    help="tokens per (query, item) pair of the CE (default: --max-length)")
+    ap.add_argument("--ce-loss", default="listwise", choices=["bce", "listwise"])
+    ap.add_argument("--ce-negatives", type=int, default=7, help="negatives per positive")
+    ap.add_argument("--ce-batch", type=int, default=32, help="(query, item) pairs per step")
+    ap.add_argument("--ce-epochs", type=int, default=1)
+    ap.add_argument("--ce-stages", default="", help="comma-separated stages the CE re-ranks "
+                                                    "(default: all but popularity)")
     ap.add_argument("--depth", type=int, default=30, help="candidates the CE re-ranks")
     ap.add_argument("--generator", type=Path, default=None,
                     help="a `genrec search train` run on this dataset: its generator becomes "
@@ -135,23 +146,35 @@ def main() -> None:
     summary = hq.summary()
     log(f"{args.dataset} ({protocol}): {summary}")
     n = args.candidates
+    # the cross-encoder's fusion weight is chosen on the validation queries, never the test ones
+    vidx, v_relevant, _ = hq.queries.stage("valid")
+    v_queries = [hq.queries.queries[q] for q in vidx]
+    tune = "ce" in methods and args.stage == "test"
 
-    lists: dict[str, list[np.ndarray]] = {}
+    lists: dict[str, list[np.ndarray]] = {}    # stage -> its lists of the --stage queries
+    v_lists: dict[str, list[np.ndarray]] = {}  # ... of the validation queries (when tuning)
     cost: dict[str, str] = {}
     encoders: dict[str, hb.BiEncoder] = {}
-    if "popularity" in methods:
+
+    def run_stage(name: str, rank) -> Clock:
+        """``rank(queries)`` on the --stage queries (timed) and, when tuning, the valid ones."""
         with Clock() as c:
-            lists["popularity"] = hb.popularity_rank(hq, len(queries), n)
+            lists[name] = rank(queries)
+        if tune:
+            v_lists[name] = rank(v_queries)
+        return c
+
+    if "popularity" in methods:
+        c = run_stage("popularity", lambda qs: hb.popularity_rank(hq, len(qs), n))
         cost["popularity"] = f"no training; {c.cpu:.1f} CPU s"
     if "bm25" in methods or "union" in methods or "ce" in methods:
-        with Clock() as c:
-            lists["bm25"] = hb.bm25_rank(hq.texts, queries, n)
+        c = run_stage("bm25", lambda qs: hb.bm25_rank(hq.texts, qs, n))
         cost["bm25"] = f"no training; index + {len(queries)} queries {c.cpu:.1f} CPU s"
     if "minilm" in methods:
-        with Clock() as c:
+        with Clock() as enc:
             encoders["minilm"] = hb.BiEncoder(hq.texts, max_length=max_length)
-            lists["minilm"] = encoders["minilm"].rank(queries, n)
-        cost["minilm"] = f"no training; encode items + queries {c.cpu:.0f} CPU s"
+        c = run_stage("minilm", lambda qs: encoders["minilm"].rank(qs, n))
+        cost["minilm"] = f"no training; encode items + queries {enc.cpu + c.cpu:.0f} CPU s"
     if "minilm-ft" in methods:
         cfg = hb.BiEncoderConfig(epochs=args.ft_epochs, batch_size=args.ft_batch,
                                  max_length=max_length, max_minutes=args.ft_minutes,
@@ -159,13 +182,13 @@ def main() -> None:
         with Clock() as train:
             model, info = hb.finetune_biencoder(hq, cfg, log=log)
         log(f"bi-encoder fine-tuned: {info}")
-        with Clock() as c:
+        with Clock() as enc:
             encoders["minilm-ft"] = hb.BiEncoder(hq.texts, model, max_length=max_length)
-            lists["minilm-ft"] = encoders["minilm-ft"].rank(queries, n)
+        c = run_stage("minilm-ft", lambda qs: encoders["minilm-ft"].rank(qs, n))
         cost["minilm-ft"] = (f"fine-tune {train.cpu:.0f} CPU s / {train.wall:.0f} s wall "
                              f"({info['steps']}/{info['planned_steps']} steps, "
                              f"{'stopped by time' if info['stopped_by_time'] else 'full'}); "
-                             f"encode {c.cpu:.0f} CPU s")
+                             f"encode {enc.cpu + c.cpu:.0f} CPU s")
     if args.generator is not None:
         import json
 
@@ -173,40 +196,52 @@ def main() -> None:
         if trained_on != hq.queries.summary():
             ap.error(f"--generator {args.generator} was trained on another query set "
                      f"({trained_on}); train it with the same dataset and human.seed")
-        with Clock() as c:
-            lists["generator"] = generator_rank(args.generator, queries, n, args.beam)
+        c = run_stage("generator", lambda qs: generator_rank(args.generator, qs, n, args.beam))
         cost["generator"] = f"{generator_cost(args.generator)}; beam {args.beam} {c.cpu:.0f} CPU s"
     bi = "minilm-ft" if "minilm-ft" in lists else "minilm"
     if ("union" in methods or "ce" in methods) and bi not in encoders:
         encoders[bi] = hb.BiEncoder(hq.texts, max_length=max_length)
-        lists[bi] = encoders[bi].rank(queries, n)
+        run_stage(bi, lambda qs: encoders[bi].rank(qs, n))
     if "union" in methods:
-        lists[f"union(bm25+{bi})"] = hb.union([lists["bm25"], lists[bi]], n)
-        cost[f"union(bm25+{bi})"] = f"as bm25 and {bi}"
-        if "generator" in lists:
-            lists[f"union(generator+{bi})"] = hb.union([lists["generator"], lists[bi]], n)
-            cost[f"union(generator+{bi})"] = f"as generator and {bi}"
+        parts = [["bm25", bi]] + ([["generator", bi]] if "generator" in lists else [])
+        for a, b in parts:
+            name = f"union({a}+{b})"
+            lists[name] = hb.union([lists[a], lists[b]], n)
+            if tune:
+                v_lists[name] = hb.union([v_lists[a], v_lists[b]], n)
+            cost[name] = f"as {a} and {b}"
 
     if "ce" in methods:
         tq, tpos = hb.sample_train_queries(hq, args.ce_queries, args.seed)
         with Clock() as mine:
             mined = [hb.bm25_rank(hq.texts, tq, args.ce_mined),
                      encoders[bi].rank(tq, args.ce_mined)]
-        params = {"max_length": max_length, "batch_size": 30, "epochs": 1,
-                  "negatives_per_query": 4, "threads": 1, "max_minutes": args.ce_minutes,
-                  "score_dtype": "bfloat16", "seed": args.seed}
+        params = {"max_length": args.ce_max_length or max_length, "batch_size": args.ce_batch,
+                  "epochs": args.ce_epochs,
+                  "negatives_per_query": args.ce_negatives, "loss": args.ce_loss, "threads": 1,
+                  "max_minutes": args.ce_minutes, "score_dtype": "bfloat16", "seed": args.seed}
         with Clock() as train:
             ranker, ce_info = hb.train_cross_encoder(hq, tq, tpos, mined, params,
                                                      seed=args.seed)
         log(f"cross-encoder trained: {ce_info}")
-        for name in [m for m in list(lists) if m != "popularity"]:
+        ce_cost = (f"CE ({args.ce_loss}, 1+{args.ce_negatives} a group, "
+                   f"{params['max_length']} tokens) train {train.cpu:.0f} "
+                   f"CPU s / {train.wall:.0f} s wall ({ce_info['steps']} steps, "
+                   f"{ce_info['pairs']:,} pairs, {ce_info['queries']} queries, mining "
+                   f"{mine.cpu:.0f} CPU s)")
+        for name in [m for m in list(lists) if m != "popularity" and m in cost]:
+            if args.ce_stages and name not in args.ce_stages.split(","):
+                continue
             with Clock() as c:
-                lists[f"{name}+ce"] = hb.rerank(ranker, queries, lists[name], hq.texts,
-                                                args.depth)
-            cost[f"{name}+ce"] = (f"CE train {train.cpu:.0f} CPU s / {train.wall:.0f} s wall "
-                                  f"({ce_info['steps']} steps, {ce_info['queries']} queries, "
-                                  f"mining {mine.cpu:.0f} CPU s); re-rank top {args.depth} "
-                                  f"{c.cpu:.0f} CPU s")
+                scores = hb.ce_scores(ranker, queries, lists[name], hq.texts, args.depth)
+            lists[f"{name}+ce"] = hb.fuse(lists[name], scores)
+            cost[f"{name}+ce"] = f"{ce_cost}; re-rank top {args.depth} {c.cpu:.0f} CPU s"
+            if tune:
+                v_scores = hb.ce_scores(ranker, v_queries, v_lists[name], hq.texts, args.depth)
+                w = hb.fusion_weight(v_lists[name], v_scores, v_relevant, args.k)
+                lists[f"{name}+ce fused"] = hb.fuse(lists[name], scores, w)
+                cost[f"{name}+ce fused"] = (f"as {name}+ce; z(CE) - {w} x ln(1 + rank), weight "
+                                            f"chosen on {len(v_queries)} valid queries")
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     total = (time.perf_counter() - wall0) / 60

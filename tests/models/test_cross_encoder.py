@@ -51,6 +51,16 @@ def test_training_lowers_loss_and_lifts_positives(trained):
     assert after > before + 0.1 and after >= 0.85, (before, after)
 
 
+def test_listwise_loss_learns_from_groups_of_a_positive_and_its_negatives():
+    torch.set_num_threads(1)
+    ranker = CrossEncoderRanker(CrossEncoderConfig(lr=2e-4, epochs=4, batch_size=30, seed=0,
+                                                   loss="listwise"))
+    before = _auc(ranker)
+    summary = ranker.fit(QUERIES, POSITIVES, CANDIDATES, TEXTS)
+    assert summary["final_loss"] < 0.8 * summary["first_loss"], summary
+    assert _auc(ranker) > before + 0.1, (before, _auc(ranker))
+
+
 def test_score_and_rerank_agree(trained):
     ranker, _, _ = trained
     items = [5, 1, 9, 1, 14]  # duplicates allowed; any order
@@ -111,7 +121,8 @@ def test_negatives_are_hard_first_and_never_positive_or_pad():
 
 @pytest.mark.parametrize("bad", [
     dict(max_length=4), dict(batch_size=0), dict(lr=0.0), dict(lr=float("nan")),
-    dict(epochs=0), dict(negatives_per_query=0), dict(threads=0), dict(max_minutes=0),
+    dict(epochs=0), dict(negatives_per_query=0), dict(loss="hinge"), dict(threads=0),
+    dict(max_minutes=0),
     dict(score_dtype="float16"), dict(batch_size=True), dict(epochs=1.5), dict(model_path=3),
 ])
 def test_bad_config_raises(bad):

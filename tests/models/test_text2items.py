@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.models.text2items import Text2Items, Text2ItemsConfig, load_tokenizer
+from genrec.models.text2items import QueryBatch, Text2Items, Text2ItemsConfig, load_tokenizer
 
 SIZES = (3, 2, 2)
 # 6 items, 2 levels + a dedup level: items 4 and 5 share their first two tokens
@@ -148,3 +148,42 @@ def test_pretrained_minilm_encoder_is_frozen_learns_and_reloads(tokenizer, tmp_p
     assert torch.equal(a[0], b[0]) and torch.allclose(a[1], b[1])
     with pytest.raises(ValueError, match="encoder"):
         Text2ItemsConfig(encoder="bert").validate()
+
+
+
+def test_precomputed_frozen_states_give_the_same_loss(tokenizer):
+    m = model(tokenizer, encoder="minilm", dim=32, ff_dim=64, head_dim=8).eval()
+    batch = m.encode(["red lipstick", "a hair dryer for travel", "soap"], np.array([1, 2, 3]))
+    direct = m.loss(batch)
+    cached = QueryBatch(batch.tokens, batch.mask, batch.targets, m.frozen_states(batch))
+    assert torch.allclose(m.loss(cached), direct, atol=1e-6)
+    # the trainer stores them in bfloat16: the loss barely moves
+    cached.states = cached.states.to(torch.bfloat16)
+    assert torch.allclose(m.loss(cached), direct, atol=2e-2)
+    with pytest.raises(ValueError, match="frozen"):
+        model(tokenizer).frozen_states(batch)
+
+
+def test_code_prior_starts_as_the_bi_encoder_over_quantised_item_vectors(tokenizer):
+    m = model(tokenizer, encoder="minilm", code_prior=True, dim=32, ff_dim=64, head_dim=8).eval()
+    queries = ["red lipstick", "hair dryer"]
+    b = m.encode(queries)
+    states = m.frozen_states(b)
+    mask = b.mask[..., None].float()
+    q = torch.nn.functional.normalize((states * mask).sum(1) / mask.sum(1), dim=-1)  # (2, 384)
+    # items 1 and 2 sit near the queries' own vectors, the rest near their negatives
+    g = torch.Generator().manual_seed(0)
+    vectors = torch.zeros(N_ITEMS + 1, 384)
+    vectors[1:] = -q[torch.tensor([0, 1, 0, 1, 0, 1])] + 0.01 * torch.randn(N_ITEMS, 384,
+                                                                            generator=g)
+    vectors[1], vectors[2] = q[0], q[1]
+    m.set_code_vectors(vectors)
+    lo, n = int(m.offsets[0]), SIZES[0]
+    level0 = [vectors[1:][CODES[1:, 0] == t].mean(0) for t in range(n)]
+    assert torch.allclose(m.centroids[lo:lo + n], torch.stack(level0), atol=1e-5)
+    assert torch.all(m.centroids[int(m.offsets[-1]):] == 0)  # the dedup level has no prior
+    # untrained (the output layer starts at zero): the beam follows <q, centroids> alone
+    ids, _ = m.generate(queries, 1)
+    assert ids[:, 0].tolist() == [1, 2]
+    with pytest.raises(ValueError, match="code_prior"):
+        Text2ItemsConfig(code_prior=True).validate()

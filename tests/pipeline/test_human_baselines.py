@@ -48,10 +48,8 @@ class FakeRanker:
         self.seen = (queries, positives, candidates)
         return {"steps": 1}
 
-    def rerank(self, query, items, texts, k):
-        items = np.array(items)
-        order = np.argsort(-items, kind="stable")[:k]
-        return items[order], items[order].astype(np.float32)
+    def score(self, query, items, texts):
+        return np.asarray(items, dtype=np.float32)
 
 
 def test_cross_encoder_training_never_takes_a_training_item_as_negative(monkeypatch) -> None:
@@ -70,6 +68,19 @@ def test_cross_encoder_training_never_takes_a_training_item_as_negative(monkeypa
     assert negs[0] == [3, 2, 5, 6]  # round-robin order of the two stages, item 1 dropped
     lists = hb.rerank(ranker, ["x"], [np.array([2, 5, 3, 1])], TEXTS, depth=3)
     assert lists[0].tolist() == [5, 3, 2, 1]  # the head re-ordered, the tail kept
+
+
+def test_fuse_interpolates_the_cross_encoder_with_the_list_order() -> None:
+    lists = [np.array([7, 8, 9, 4])]
+    scores = [np.array([0.0, 1.0, 3.0])]  # the CE prefers the third item, then the second
+    assert hb.fuse(lists, scores, 0.0)[0].tolist() == [9, 8, 7, 4]
+    # a large weight keeps the stage's order; z-scores make the weight scale-free
+    assert hb.fuse(lists, scores, 10.0)[0].tolist() == [7, 8, 9, 4]
+    assert hb.fuse(lists, [s * 100 for s in scores], 10.0)[0].tolist() == [7, 8, 9, 4]
+    assert hb.fuse([np.array([3])], [np.array([], np.float32)], 1.0)[0].tolist() == [3]
+    # the weight is chosen by NDCG on the given queries: item 7 relevant -> the list's order wins
+    assert hb.fusion_weight(lists, scores, [np.array([7])], k=3) > 0
+    assert hb.fusion_weight(lists, scores, [np.array([9])], k=3) == 0.0
 
 
 def test_finetuned_biencoder_learns_planted_words() -> None:

@@ -15,6 +15,15 @@ With ``encoder = "minilm"`` the query is read by the bundled PRETRAINED all-Mini
 (BERT, 6 layers, 384-d), frozen, and a linear bridge maps its token states to d_model for the
 T5 decoder's cross-attention: words no training query held still mean something (the T5
 encoder is then built with no layers and a 1-row vocabulary, its weights unused).
+With ``code_prior`` (minilm encoder only) level l's logits also get ``scale * <q, C_l[t]>``: q
+is the query's MiniLM sentence vector (mean-pooled, L2-normalised, as the bi-encoder reads it)
+and C_l[t] the RQ centroid of token t of level l (``set_code_vectors``: the mean item vector,
+or residual, of the items with that token). The output layer starts at zero, so before any
+training an item's summed score is ``scale * <q, C_0[t_0] + C_1[t_1] + ...>`` plus a constant:
+the zero-shot bi-encoder over the quantised item vectors, found by the beam search; training
+learns the decoder's corrections on top (RIPOR, Zeng et al., "Scalable and Effective
+Generative Information Retrieval", WWW 2024, starts generative retrieval from a dense
+retriever's RQ codebooks in the same spirit).
 
 Example:
     >>> model = Text2Items(Text2ItemsConfig(n_items=3, id_sizes=(2, 2), vocab_size=30522))
@@ -56,6 +65,7 @@ class Text2ItemsConfig:
     dropout: float = 0.1        # T5 dropout_rate
     beam_size: int = 100        # beams of generate(); candidates come from the final beam
     encoder: str = "t5"         # "t5" (trained from scratch) | "minilm" (pretrained, frozen)
+    code_prior: bool = False    # minilm only: add scale * <query vector, RQ centroid> per level
 
     def validate(self) -> None:
         if self.id_sizes and min(self.id_sizes) < 1:
@@ -69,6 +79,9 @@ class Text2ItemsConfig:
         if self.encoder not in ("t5", "minilm"):
             raise ValueError(f"text2items: encoder must be 't5' or 'minilm', got "
                              f"{self.encoder!r}")
+        if self.code_prior and self.encoder != "minilm":
+            raise ValueError("text2items: code_prior needs encoder = 'minilm' (the query vector "
+                             "and the item vectors the IDs were built from share one space)")
         if min(self.n_items, self.vocab_size) < 0 or not 0 <= self.dropout < 1:
             raise ValueError(f"text2items: need n_items, vocab_size >= 0, 0 <= dropout < 1, "
                              f"got {self}")
@@ -79,13 +92,15 @@ class QueryBatch:
     tokens: torch.Tensor                 # (B, L) WordPiece ids, right-padded with 0
     mask: torch.Tensor                   # (B, L) bool, True on real tokens
     targets: torch.Tensor | None = None  # (B,) item_idx to generate (training only)
+    states: torch.Tensor | None = None   # (B, L, H) the frozen encoder's states, precomputed
 
     def __len__(self) -> int:
         return len(self.tokens)
 
     def to(self, device: torch.device | str) -> "QueryBatch":
         t = self.targets.to(device) if self.targets is not None else None
-        return QueryBatch(self.tokens.to(device), self.mask.to(device), t)
+        st = self.states.to(device) if self.states is not None else None
+        return QueryBatch(self.tokens.to(device), self.mask.to(device), t, st)
 
 
 def load_tokenizer(path: str = "") -> Any:
@@ -159,6 +174,12 @@ class Text2Items(SemanticIdItems, nn.Module):
                        else None)
         self.code_emb = nn.Embedding(1 + int(sizes.sum()), c.dim)
         self.head = nn.Linear(c.dim, int(sizes.sum()))
+        if c.code_prior:  # (module docstring) the decoder learns corrections to the prior
+            nn.init.zeros_(self.head.weight)
+            nn.init.zeros_(self.head.bias)
+            self.register_buffer("centroids",
+                                 torch.zeros(int(sizes.sum()), self.bert.config.hidden_size))
+            self.prior_scale = nn.Parameter(torch.tensor(20.0))  # MNRL's cosine -> logit scale
         # (n_items + 1, T) each item's ID; row 0 (PAD) is -1; saved with the weights
         self.register_buffer("codes", torch.full((c.n_items + 1, len(c.id_sizes)), -1))
         self._tokenizer: Any = None
@@ -186,21 +207,59 @@ class Text2Items(SemanticIdItems, nn.Module):
         """Share of the query's word pieces that the tokenizer maps to [UNK] (0 for none)."""
         return unknown_share(self.tokenizer(), query)
 
+    def set_code_vectors(self, vectors: np.ndarray | torch.Tensor) -> None:
+        """The prior's centroids from the item vectors (n_items + 1, H) the IDs were built
+        from (row 0 PAD): level l's token t = the mean residual, after levels < l, of the
+        items holding t (RQ-KMeans' own centroids, up to its last assignment step); the last
+        (dedup) level keeps zeros. Call after ``set_semantic_ids``."""
+        if not self.config.code_prior:
+            raise ValueError("text2items: set_code_vectors needs code_prior = true")
+        x = torch.as_tensor(vectors, dtype=torch.float32)[1:]  # (N, H)
+        codes = self.codes[1:]
+        if len(x) != len(codes) or x.shape[1] != self.centroids.shape[1]:
+            raise ValueError(f"text2items: item vectors {tuple(x.shape)} do not match "
+                             f"{len(codes)} items x {self.centroids.shape[1]} dims")
+        out = torch.zeros_like(self.centroids)
+        residual = x.clone()
+        for level in range(codes.shape[1] - 1):
+            size, lo = self.config.id_sizes[level], int(self.offsets[level])
+            sums = torch.zeros(size, x.shape[1]).index_add_(0, codes[:, level], residual)
+            counts = torch.bincount(codes[:, level], minlength=size).clamp(min=1)
+            out[lo:lo + size] = sums / counts[:, None]
+            residual = residual - out[lo + codes[:, level]]
+        with torch.no_grad():
+            self.centroids.copy_(out)
+
     def train(self, mode: bool = True) -> "Text2Items":
         super().train(mode)
         if self.bert is not None:  # frozen: no dropout in the pretrained encoder, ever
             self.bert.eval()
         return self
 
-    def _encode(self, batch: QueryBatch) -> torch.Tensor:
-        """(B, L) query tokens -> (B, L, D) states the decoder attends to."""
+    def frozen_states(self, batch: QueryBatch) -> torch.Tensor:
+        """(B, L, 384) the frozen MiniLM's token states of the batch: they never change, so a
+        trainer may compute them once per text and hand them back in ``QueryBatch.states``."""
+        if self.bert is None:
+            raise ValueError("text2items: only the 'minilm' encoder is frozen")
+        with torch.no_grad():
+            return self.bert(input_ids=batch.tokens, attention_mask=batch.mask).last_hidden_state
+
+    def _encode(self, batch: QueryBatch) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """(B, L) query tokens -> (B, L, D) states the decoder attends to, and with
+        ``code_prior`` each level's prior logits (B, size_l)."""
         if self.bert is None:
             return self.t5.encoder(input_ids=batch.tokens,
-                                   attention_mask=batch.mask).last_hidden_state
-        with torch.no_grad():
-            states = self.bert(input_ids=batch.tokens,
-                               attention_mask=batch.mask).last_hidden_state  # (B, L, 384)
-        return self.bridge(states)  # (B, L, D)
+                                   attention_mask=batch.mask).last_hidden_state, None
+        states = batch.states if batch.states is not None else self.frozen_states(batch)
+        states = states.to(self.bridge.weight.dtype)  # (B, L, 384)
+        prior = None
+        if self.config.code_prior:  # the sentence vector: mean over real tokens, normalised
+            m = batch.mask[..., None].to(states.dtype)
+            q = F.normalize((states * m).sum(1) / m.sum(1).clamp(min=1), dim=-1)  # (B, 384)
+            logits = self.prior_scale * q @ self.centroids.T  # (B, sum(sizes))
+            prior = [logits[:, int(lo):int(lo) + n]
+                     for lo, n in zip(self.offsets, self.config.id_sizes)]
+        return self.bridge(states), prior  # (B, L, D)
 
     # ---- training ------------------------------------------------------------------------
     def _decoder_inputs(self, items: torch.Tensor) -> torch.Tensor:
@@ -208,36 +267,45 @@ class Text2Items(SemanticIdItems, nn.Module):
         tok = 1 + self.codes[items] + self.offsets  # (N, T) decoder-embedding rows
         return torch.cat([tok.new_zeros(len(items), 1), tok[:, :-1]], 1)
 
-    def _level_logp(self, hidden: torch.Tensor, level: int) -> torch.Tensor:
-        """(..., D) decoder states -> (..., size_l) log-probs over level ``level``'s tokens."""
+    def _level_logp(self, hidden: torch.Tensor, level: int,
+                    prior: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, D) decoder states (+ (N, size_l) prior logits) -> (N, size_l) log-probs over
+        level ``level``'s tokens."""
         lo, size = int(self.offsets[level]), self.config.id_sizes[level]
         w, b = self.head.weight[lo:lo + size], self.head.bias[lo:lo + size]
-        return F.linear(hidden, w, b).float().log_softmax(-1)
+        logits = F.linear(hidden, w, b)
+        if prior is not None:
+            logits = logits + prior
+        return logits.float().log_softmax(-1)
 
     def loss(self, batch: QueryBatch) -> torch.Tensor:
         """Mean cross-entropy of the target item's ID tokens, each level over its own range."""
         if batch.targets is None:
             raise ValueError("text2items.loss needs a batch with targets (query, item pairs)")
-        enc = self._encode(batch)
+        enc, prior = self._encode(batch)
         dec = self.t5.decoder(inputs_embeds=self.code_emb(self._decoder_inputs(batch.targets)),
                               encoder_hidden_states=enc, encoder_attention_mask=batch.mask
                               ).last_hidden_state  # (B, T, D)
         codes = self.codes[batch.targets]  # (B, T)
         total = dec.new_zeros((), dtype=torch.float32)
         for level in range(codes.shape[1]):
-            total = total + F.nll_loss(self._level_logp(dec[:, level], level), codes[:, level])
+            logp = self._level_logp(dec[:, level], level, prior[level] if prior else None)
+            total = total + F.nll_loss(logp, codes[:, level])
         return total / codes.shape[1]
 
     # ---- retrieval -----------------------------------------------------------------------
     def _step_fn(self, batch: QueryBatch):
         """The beam-search step (genrec.semantic_ids.trie.StepFn) over this batch's encoding:
         a key/value cache per beam, reordered by parent, so each step feeds one new token."""
-        enc = self._encode(batch)
+        enc, prior = self._encode(batch)
 
         def decode(rows, level, states, states_mask, cache):  # the decoder on our ID embeddings
             out = self.t5.decoder(inputs_embeds=self.code_emb(rows), encoder_hidden_states=states,
                                   encoder_attention_mask=states_mask, cache=cache, use_cache=True)
-            return self._level_logp(out.last_hidden_state[:, -1], level), out.cache
+            extra = None
+            if prior is not None:  # rows are (query, beam) pairs, query-major
+                extra = prior[level].repeat_interleave(len(rows) // len(enc), 0)
+            return self._level_logp(out.last_hidden_state[:, -1], level, extra), out.cache
 
         # decoder-embedding row 0 is the start token: level l's tokens sit at 1 + offsets[l]
         return cached_beam_step(decode, enc, batch.mask, 1 + self.offsets)
