@@ -205,7 +205,7 @@ def main() -> None:
     if "union" in methods:
         parts = [["bm25", bi]] + ([["generator", bi]] if "generator" in lists else [])
         for a, b in parts:
-            name = f"union({a}+{b})"
+            name = f"union {a}+{b}"  # no parentheses: a row's key drops parenthesised text
             lists[name] = hb.union([lists[a], lists[b]], n)
             if tune:
                 v_lists[name] = hb.union([v_lists[a], v_lists[b]], n)

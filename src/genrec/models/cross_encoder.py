@@ -51,7 +51,7 @@ from torch import nn
 
 from genrec._files import atomic_dir
 
-__all__ = ["CrossEncoderConfig", "CrossEncoderRanker"]
+__all__ = ["CrossEncoderConfig", "CrossEncoderRanker", "fused_scores"]
 
 _SCORE_DTYPES = ("float32", "bfloat16")
 _LOSSES = ("bce", "listwise")
@@ -138,6 +138,18 @@ def _load_cross_encoder(path: str, config: CrossEncoderConfig) -> Any:
     if head and hasattr(ce, "set_keep_in_fp32_modules"):
         ce.set_keep_in_fp32_modules(head)
     return ce
+
+
+def fused_scores(logits: np.ndarray, weight: float = 0.0) -> np.ndarray:
+    """Logits of a candidate list (in the list's order) interpolated with that order:
+    z(logit) - ``weight`` * ln(1 + rank), z = standardised within the list so one weight fits
+    every query. ``weight`` 0 ranks by the cross-encoder alone; a larger weight keeps more of
+    the stage's order (Wang, Zhuang & Zuccon, ICTIR 2021, interpolate a re-ranker with its
+    retriever)."""
+    s = np.asarray(logits, dtype=np.float64)
+    if not len(s):
+        return s
+    return (s - s.mean()) / (s.std() + 1e-6) - weight * np.log1p(np.arange(len(s)))
 
 
 # ---- training examples -----------------------------------------------------------------------

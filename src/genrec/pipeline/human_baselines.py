@@ -251,13 +251,14 @@ def fuse(lists: list[np.ndarray], scores: list[np.ndarray], weight: float = 0.0
     list), the rest of the list behind it unchanged. ``weight`` 0 is the cross-encoder alone;
     a weight > 0 interpolates with the stage's own order (z = logits standardised within the
     head, so one weight fits every query); ties keep the list order."""
+    from genrec.models.cross_encoder import fused_scores
+
     out = []
     for items, s in zip(lists, scores):
         items = np.asarray(items, dtype=np.int64)
         d = len(s)
         if d:
-            z = (s - s.mean()) / (s.std() + 1e-6)
-            order = np.argsort(-(z - weight * np.log1p(np.arange(d))), kind="stable")
+            order = np.argsort(-fused_scores(s, weight), kind="stable")
             items = np.concatenate([items[:d][order], items[d:]])
         out.append(items)
     return out

@@ -48,9 +48,16 @@ class RankerConfig:
     candidates: int = 20        # generator candidates mined per training query
     positives: int = 4          # training items per query given as positives (seeded sample)
     depth: int = 30             # serving: generator candidates the cross-encoder re-scores
+    # the CE's logits interpolated with the generator's order (cross_encoder.fused_scores):
+    # z(logit) - fuse_weight * ln(1 + rank); 0 = the CE alone. With choose_fuse_weight the
+    # training picks it on the validation queries (and writes it into the run's config.toml)
+    fuse_weight: float = 0.0
+    choose_fuse_weight: bool = True
     params: dict[str, Any] = field(default_factory=dict)  # CrossEncoderConfig fields
 
     def validate(self) -> None:
+        if not self.fuse_weight >= 0:
+            raise ConfigError(f"ranker.fuse_weight must be >= 0, got {self.fuse_weight}")
         if min(self.train_queries, self.candidates, self.positives, self.depth) < 1:
             raise ConfigError(f"ranker: train_queries, candidates, positives and depth must be "
                               f">= 1, got {self}")

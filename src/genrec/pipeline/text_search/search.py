@@ -7,7 +7,8 @@ Four ways to answer a free-text query, behind one ``TextSearch.search(query, k, 
     generator     Text2Items (``genrec.models.text2items``): a T5 writes semantic IDs, constrained
                   beam search over the prefix trie, ranked by sequence log-probability
     generator+ce  the generator's top ``ranker.depth`` candidates re-scored by the MiniLM
-                  cross-encoder (``genrec.models.cross_encoder``), whose hard negatives were
+                  cross-encoder (``genrec.models.cross_encoder``; its logits interpolated with
+                  the generator's order by ``ranker.fuse_weight``), whose hard negatives were
                   mined from the generator's own candidates on training queries: its top
                   ``ranker.candidates`` minus the query's training items. Held-out (valid/test)
                   items of the query are unknown at training time and may be drawn as
@@ -84,12 +85,14 @@ class TextSearch:
 
     def __init__(self, texts: list[str], titles: list[str], item_ids: list[str],
                  generator: Text2Items | None = None, ranker: Any = None, depth: int = 30,
-                 run_dir: Path | None = None, dataset_dir: Path | None = None) -> None:
+                 run_dir: Path | None = None, dataset_dir: Path | None = None,
+                 fuse_weight: float = 0.0) -> None:
         if not (len(texts) == len(titles) == len(item_ids)) or texts[0] != "":
             raise ValueError("texts, titles and item_ids must be aligned to item_idx, row 0 = PAD "
                              "with empty text")
         self.texts, self.titles, self.item_ids = texts, titles, item_ids
         self.generator, self.ranker, self.depth = generator, ranker, depth
+        self.fuse_weight = fuse_weight
         self.run_dir, self.dataset_dir = run_dir, dataset_dir
         self._bm25: Any = None
         self._minilm: Any = None
@@ -128,7 +131,7 @@ class TextSearch:
             ranker = CrossEncoderRanker.load(run_dir / "cross_encoder")
         ds_dir = Path(info.get("dataset_dir", "")) if info.get("dataset_dir") else None
         return cls(*_columns(items), generator=model, ranker=ranker, depth=cfg.ranker.depth,
-                   run_dir=run_dir, dataset_dir=ds_dir if ds_dir and ds_dir.is_dir() else None)
+                   fuse_weight=cfg.ranker.fuse_weight, run_dir=run_dir, dataset_dir=ds_dir if ds_dir and ds_dir.is_dir() else None)
 
     # ---- indexes -------------------------------------------------------------------------
     def bm25(self) -> Any:
@@ -198,9 +201,12 @@ class TextSearch:
             items, gen = ids[0][keep].numpy(), logp[0][keep].numpy()
             scores = gen
             if method == "generator+ce" and len(items):
+                from genrec.models.cross_encoder import fused_scores
+
                 ce = np.asarray(self.ranker.score(query, items.tolist(), self.texts), np.float64)
-                order = np.lexsort((np.arange(len(ce)), -ce))[:k]  # CE desc, generator order on ties
-                items, gen, ce, scores = items[order], gen[order], ce[order], ce[order]
+                fused = fused_scores(ce, self.fuse_weight)
+                order = np.lexsort((np.arange(len(ce)), -fused))[:k]  # generator order on ties
+                items, gen, ce, scores = items[order], gen[order], ce[order], fused[order]
         items = np.asarray(items, dtype=np.int64)[:k]
         return SearchResult(method, items, np.asarray(scores)[:k],
                             None if gen is None else gen[:k], None if ce is None else ce[:k],

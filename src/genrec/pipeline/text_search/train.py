@@ -192,6 +192,27 @@ def _mine(model: Text2Items, qs: QuerySet, cfg: RankerConfig, seed: int, log: Ca
     return queries, positives, cands
 
 
+def _choose_fuse_weight(model: Text2Items, ranker: Any, qs: QuerySet, pick: np.ndarray,
+                        texts: list[str], cfg: TextSearchConfig, log: Callable) -> float:
+    """``ranker.fuse_weight`` with the best validation NDCG@k (``human_baselines.
+    fusion_weight``) over the generator's top ``ranker.depth`` of the sampled valid queries."""
+    from genrec.pipeline.human_baselines import ce_scores, fusion_weight
+
+    vq, vrel, _ = qs.stage("valid")
+    queries = [qs.queries[vq[j]] for j in pick]
+    lists = []
+    with torch.inference_mode():
+        for lo in range(0, len(queries), 32):
+            ids, logp = model.generate(queries[lo:lo + 32], cfg.ranker.depth,
+                                       max(cfg.ranker.depth, cfg.eval.valid_beam))
+            lists += [r[torch.isfinite(s)].numpy() for r, s in zip(ids, logp)]
+    scores = ce_scores(ranker, queries, lists, texts, cfg.ranker.depth)
+    weight = fusion_weight(lists, scores, [vrel[j] for j in pick], cfg.eval.k)
+    log(f"cross-encoder fusion weight {weight} (best valid NDCG@{cfg.eval.k} of "
+        f"{len(queries)} queries)")
+    return weight
+
+
 def _write_json(path: Path, data: Any) -> None:
     """(Inside the run's atomic temporary directory: no per-file atomicity needed.)"""
     path.write_text(json.dumps(data, indent=2, default=str))
@@ -292,15 +313,20 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
                                                   prefix="ranker.params."))
             fit_info = ranker.fit(queries, positives, cands, [""] + texts)
             ranker.save(tmp / "cross_encoder")
+            if cfg.ranker.choose_fuse_weight and len(pick):
+                cfg.ranker.fuse_weight = _choose_fuse_weight(model, ranker, qs, pick, [""] + texts,
+                                                             cfg, log)
             ce_seconds, ce_cpu = time.perf_counter() - t1, time.process_time() - cpu1
             ranker_info = {"enabled": True, "queries": len(queries), "fit": fit_info,
                            "seconds_with_mining": round(ce_seconds, 1),
-                           "cpu_seconds_with_mining": round(ce_cpu, 1)}
+                           "cpu_seconds_with_mining": round(ce_cpu, 1),
+                           "fuse_weight": cfg.ranker.fuse_weight}
             log(f"cross-encoder trained in {ce_seconds:.0f} s: {fit_info}")
 
         (tmp / "config.toml").write_text(to_toml(to_dict(cfg)))
         search = TextSearch(*_columns(items), generator=model, ranker=ranker,
-                            depth=cfg.ranker.depth, run_dir=tmp, dataset_dir=ds.path)
+                            depth=cfg.ranker.depth, run_dir=tmp, dataset_dir=ds.path,
+                            fuse_weight=cfg.ranker.fuse_weight)
         best = [h.get("valid", {}) for h in result.history if h["epoch"] == result.best_epoch]
         scores: dict[str, Any] = {"valid_generator": best[0] if best else {}}
         if ev.test_queries:
