@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--ce-negatives", type=int, default=7, help="negatives per positive")
     ap.add_argument("--ce-batch", type=int, default=32, help="(query, item) pairs per step")
     ap.add_argument("--ce-epochs", type=int, default=1)
+    ap.add_argument("--ce-lr", type=float, default=2e-5)
     ap.add_argument("--ce-stages", default="", help="comma-separated stages the CE re-ranks "
                                                     "(default: all but popularity)")
     ap.add_argument("--depth", type=int, default=30, help="candidates the CE re-ranks")
@@ -217,7 +218,7 @@ def main() -> None:
             mined = [hb.bm25_rank(hq.texts, tq, args.ce_mined),
                      encoders[bi].rank(tq, args.ce_mined)]
         params = {"max_length": args.ce_max_length or max_length, "batch_size": args.ce_batch,
-                  "epochs": args.ce_epochs,
+                  "epochs": args.ce_epochs, "lr": args.ce_lr,
                   "negatives_per_query": args.ce_negatives, "loss": args.ce_loss, "threads": 1,
                   "max_minutes": args.ce_minutes, "score_dtype": "bfloat16", "seed": args.seed}
         with Clock() as train:
@@ -225,7 +226,7 @@ def main() -> None:
                                                      seed=args.seed)
         log(f"cross-encoder trained: {ce_info}")
         ce_cost = (f"CE ({args.ce_loss}, 1+{args.ce_negatives} a group, "
-                   f"{params['max_length']} tokens) train {train.cpu:.0f} "
+                   f"{params['max_length']} tokens, lr {args.ce_lr:g}) train {train.cpu:.0f} "
                    f"CPU s / {train.wall:.0f} s wall ({ce_info['steps']} steps, "
                    f"{ce_info['pairs']:,} pairs, {ce_info['queries']} queries, mining "
                    f"{mine.cpu:.0f} CPU s)")
