@@ -41,7 +41,8 @@ from _results import (ID_COLUMNS, METRIC, read_jsonl, read_records, results_dir,
                       strip_remarks)
 
 __all__ = ["render_benchmarks", "render_page", "render_headline", "replace_block", "write",
-           "current", "rendered_in", "FILES", "PAGES", "RESEARCH", "ABLATIONS", "COST"]
+           "current", "rendered_in", "FILES", "PAGES", "RESEARCH", "ABLATIONS", "COST",
+           "TEXT"]
 
 HIDDEN = ("machine", "date (UTC)", "command")  # in the JSONL; the table shows commit + date
 # Long free text that only explains a number: left to the JSONL unless a view names it.
@@ -81,6 +82,8 @@ VIEWS: dict[str, tuple] = {
         "masked N@10", "cold tail R@10"),
     "Text search — held-out text queries": (
         "dataset", "method", "R@10", "N@10", "HeldOutR@10", "p50 ms", "p95 ms", "wall time"),
+    "Text search — human-written queries": (
+        "dataset", "method", "R@10", "N@10", "MRR@10", "R@100", "wall time", "peak memory"),
     "Serving": ("dataset", "protocol", "req/s", "p50 ms", "p95 ms", "p99 ms", "peak memory"),
     "Ablation — LightGCN text fusion (ML-100k)": _FUSION,
     "Ablation — LightGCN text fusion (ml-latest-small)": _FUSION,
@@ -114,6 +117,7 @@ ORDER = (
 RESEARCH = "experiments/RESULTS.md"
 ABLATIONS = "benchmarks/ABLATIONS.md"  # benchmark ablation tables: BENCHMARKS.md stays < 40 KB
 COST = "benchmarks/COST.md"  # speed, memory and scale tables: BENCHMARKS.md keeps the quality ones
+TEXT = "benchmarks/TEXT_SEARCH.md"  # text -> items: many stages x rankers, a page of its own
 FILES: dict[str, str] = {
     "Sequential — item representation ablation": RESEARCH,
     "Sequential — item representation ablation across seeds": RESEARCH,
@@ -125,6 +129,7 @@ FILES: dict[str, str] = {
     "Serving": COST, "Ingestion at scale": COST, "Baselines — ingestion": COST,
     "Retrieval — faiss vs exact": COST, "Semantic-ID decoding cost": COST,
     "Sequential — training and scoring speed": COST, "Ranking features at scale": COST,
+    "Text search — held-out text queries": TEXT, "Text search — human-written queries": TEXT,
 }
 
 
@@ -358,6 +363,7 @@ def render_benchmarks(folder: Path) -> str:
         f"Cost tables (serving latency, ingestion and feature building at scale, retrieval and "
         f"decoding speed): [{COST}]({COST}). "
         f"Ablation tables (text fusion in LightGCN and GF-CF): [{ABLATIONS}]({ABLATIONS}). "
+        f"Text -> items search (held-out and human-written queries): [{TEXT}]({TEXT}). "
         f"Research tables (experiments/cold_tail.py, not benchmarks): [{RESEARCH}]({RESEARCH}).",
         "",
     ])
@@ -377,6 +383,16 @@ PAGES: dict[str, tuple[str, str]] = {
            "records; regenerate with `.venv/bin/python benchmarks/render.py`. A time measured at "
            "load above 2 on the 2-core machine is not a speed result: the machine column says "
            "the load."),
+    TEXT: ("Benchmarks — text search",
+           "Text -> items search: queries held out of the item text (`benchmarks/bench_"
+           "text_search.py`) and queries people wrote, T1 Last.fm tags and T2 TOMT books "
+           "(`benchmarks/bench_text_human.py`, protocols in docs/protocols.md): every candidate "
+           "stage, each re-ranked by the cross-encoder (`+ce`: its order; `+ce fused`: its logits "
+           "interpolated with the stage's order, the weight chosen on the valid queries). A "
+           "row is the latest run of its dataset and method: one at an older commit is from an "
+           "earlier setting (`union` = bm25+minilm-ft; older `+ce` rows: a BCE cross-encoder of "
+           "25 steps), its JSONL line says which. Rendered like [BENCHMARKS.md](../BENCHMARKS.md) from the same records; regenerate "
+           "with `.venv/bin/python benchmarks/render.py`."),
     RESEARCH: ("Research results",
                "Research tables of `experiments/cold_tail.py` (the cold-tail item-representation "
                "study of SASRec): not benchmarks, outside the \"benchmarks regenerate "

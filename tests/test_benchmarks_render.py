@@ -106,15 +106,11 @@ def test_committed_benchmarks_md_is_the_rendered_records(bench):
     assert markdown == render.render_benchmarks(folder), (
         "BENCHMARKS.md differs from the records: run .venv/bin/python benchmarks/render.py")
     assert len(markdown.encode()) < 40_000
-    research = (REPO / render.RESEARCH).read_text(encoding="utf-8")
-    assert research == render.render_page(folder, render.RESEARCH), (
-        f"{render.RESEARCH} differs from the records: run .venv/bin/python benchmarks/render.py")
-    ablations = (REPO / render.ABLATIONS).read_text(encoding="utf-8")
-    assert ablations == render.render_page(folder, render.ABLATIONS), (
-        f"{render.ABLATIONS} differs from the records: run .venv/bin/python benchmarks/render.py")
-    cost = (REPO / render.COST).read_text(encoding="utf-8")
-    assert cost == render.render_page(folder, render.COST), (
-        f"{render.COST} differs from the records: run .venv/bin/python benchmarks/render.py")
+    texts = {}  # every page beside BENCHMARKS.md (render.PAGES): file -> its committed text
+    for page in render.PAGES:
+        texts[page] = (REPO / page).read_text(encoding="utf-8")
+        assert texts[page] == render.render_page(folder, page), (
+            f"{page} differs from the records: run .venv/bin/python benchmarks/render.py")
     assert render.write(REPO / "BENCHMARKS.md", check=True) == []
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     block = readme[readme.index(render.START):readme.index(render.END) + len(render.END)]
@@ -123,17 +119,16 @@ def test_committed_benchmarks_md_is_the_rendered_records(bench):
     # every number of a table row is in the record it shows (its cells or parsed metrics)
     sections = {r["section"]: records for records in results.read_records(folder).values()
                 for r in records[:1]}
-    # every section is rendered in exactly one of the four files, and in the one FILES names
-    pages = (("BENCHMARKS.md", markdown), (render.RESEARCH, research),
-             (render.ABLATIONS, ablations), (render.COST, cost))
+    # every section is rendered in exactly one file, and in the one FILES names
+    pages = (("BENCHMARKS.md", markdown), *texts.items())
     shown = {name: [p.splitlines()[0] for p in re.split(r"^## ", text, flags=re.M)[1:]]
              for name, text in pages}
     everywhere = [title for titles in shown.values() for title in titles]
     assert sorted(everywhere) == sorted(sections)
-    for page in (render.RESEARCH, render.ABLATIONS, render.COST):
+    for page in render.PAGES:
         assert set(shown[page]) == {t for t, f in render.FILES.items() if f == page} == {
             t for t in sections if render.rendered_in(t) == page}
-    for part in re.split(r"^## ", markdown + research + ablations + cost, flags=re.M)[1:]:
+    for part in re.split(r"^## ", "".join(text for _, text in pages), flags=re.M)[1:]:
         _, rows = render.current(sections[part.splitlines()[0]])
         lines = [line for line in part.splitlines() if line.startswith("| ")][1:]
         assert len(lines) == len(rows)
