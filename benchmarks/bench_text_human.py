@@ -2,7 +2,8 @@
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_text_human.py lastfm-tags \\
         [--methods popularity,bm25,minilm,minilm-ft,union,ce] [--ft-minutes 10] \\
-        [--ce-minutes 10] [--ce-loss listwise] [--depth 30] [--stage test] [--generator RUN_DIR] [--no-record]
+        [--ce-minutes 10] [--ce-loss listwise] [--depth 30] [--stage test] \\
+        [--generator RUN_DIR] [--no-record]
 
 The query set is ``genrec.pipeline.human_queries`` (T1: tags with >= 10 artists, tags split
 80/10/10 seeded, item text = name + the most frequent TRAIN tags; T2: the authors' splits, query
@@ -76,13 +77,7 @@ def generator_rank(run_dir: Path, queries: list[str], n: int, beam: int) -> list
     """The run's generator: top ``n`` items of each query by constrained beam search."""
     from genrec.pipeline.text_search import TextSearch
 
-    model = TextSearch.load(run_dir).generator
-    out = []
-    with torch.inference_mode():
-        for lo in range(0, len(queries), 16):
-            ids, logp = model.generate(queries[lo:lo + 16], n, max(beam, n))
-            out += [r[torch.isfinite(s)].numpy().astype(np.int64) for r, s in zip(ids, logp)]
-    return out
+    return TextSearch.load(run_dir).generator.ranked_lists(queries, n, max(beam, n), 16)
 
 
 def generator_cost(run_dir: Path) -> str:

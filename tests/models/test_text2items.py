@@ -71,6 +71,11 @@ def test_constrained_generation_returns_valid_items_ranked_by_score_equal_to_bru
     assert ids.shape == (2, 3) and (ids > 0).all() and (ids <= N_ITEMS).all()
     ids, scores = m.generate(["x"], 8, beam_size=8)  # more than the catalogue: padded
     assert ids[0, N_ITEMS:].tolist() == [0, 0] and torch.isinf(scores[0, N_ITEMS:]).all()
+    # ranked_lists: the same lists in batches, padding dropped
+    lists = m.ranked_lists(["x", "y", "red lipstick"], 8, beam_size=8, batch_size=2)
+    assert [r.tolist() for r in lists] == [m.generate([q], 8, 8)[0][0, :N_ITEMS].tolist()
+                                           for q in ("x", "y", "red lipstick")]
+    assert all(r.dtype == np.int64 for r in lists)
 
 
 def test_save_load_same_output(tokenizer, tmp_path):

@@ -329,3 +329,14 @@ class Text2Items(SemanticIdItems, nn.Module):
             return self.beam(self.encode(queries).to(self.codes.device), k, beam_size)
         finally:
             self.train(was)
+
+    def ranked_lists(self, queries: list[str], k: int, beam_size: int | None = None,
+                     batch_size: int = 32) -> list[np.ndarray]:
+        """Per query, up to ``k`` item_idx (int64) best first: ``generate`` in batches of
+        ``batch_size``, the PAD rows of a query with fewer reachable items dropped."""
+        out = []
+        with torch.inference_mode():
+            for lo in range(0, len(queries), batch_size):
+                ids, logp = self.generate(queries[lo:lo + batch_size], k, beam_size)
+                out += [r[torch.isfinite(s)].numpy().astype(np.int64) for r, s in zip(ids, logp)]
+        return out

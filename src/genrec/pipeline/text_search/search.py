@@ -131,7 +131,8 @@ class TextSearch:
             ranker = CrossEncoderRanker.load(run_dir / "cross_encoder")
         ds_dir = Path(info.get("dataset_dir", "")) if info.get("dataset_dir") else None
         return cls(*_columns(items), generator=model, ranker=ranker, depth=cfg.ranker.depth,
-                   fuse_weight=cfg.ranker.fuse_weight, run_dir=run_dir, dataset_dir=ds_dir if ds_dir and ds_dir.is_dir() else None)
+                   fuse_weight=cfg.ranker.fuse_weight, run_dir=run_dir,
+                   dataset_dir=ds_dir if ds_dir and ds_dir.is_dir() else None)
 
     # ---- indexes -------------------------------------------------------------------------
     def bm25(self) -> Any:

@@ -179,12 +179,9 @@ def _mine(model: Text2Items, qs: QuerySet, cfg: RankerConfig, seed: int, log: Ca
     cands: list[list[int]] = []
     log(f"mining hard negatives: generator top-{cfg.candidates} of {len(queries):,} training "
         f"queries")
-    with torch.inference_mode():
-        for lo in tqdm(range(0, len(queries), 32), desc="mining", leave=False,
-                       disable=not progress):
-            ids, logp = model.generate(queries[lo:lo + 32], cfg.candidates,
-                                       max(cfg.candidates, 20))
-            cands += [r[torch.isfinite(s)].tolist() for r, s in zip(ids, logp)]
+    for lo in tqdm(range(0, len(queries), 32), desc="mining", leave=False, disable=not progress):
+        cands += [r.tolist() for r in model.ranked_lists(queries[lo:lo + 32], cfg.candidates,
+                                                         max(cfg.candidates, 20))]
     # a training item of the query left out of its positives must not become a negative;
     # held-out (valid/test) items are unknown here and may be drawn as negatives, as in real use
     known = [set(pos[keys[j]]) for j in pick]
@@ -200,12 +197,8 @@ def _choose_fuse_weight(model: Text2Items, ranker: Any, qs: QuerySet, pick: np.n
 
     vq, vrel, _ = qs.stage("valid")
     queries = [qs.queries[vq[j]] for j in pick]
-    lists = []
-    with torch.inference_mode():
-        for lo in range(0, len(queries), 32):
-            ids, logp = model.generate(queries[lo:lo + 32], cfg.ranker.depth,
-                                       max(cfg.ranker.depth, cfg.eval.valid_beam))
-            lists += [r[torch.isfinite(s)].numpy() for r, s in zip(ids, logp)]
+    lists = model.ranked_lists(queries, cfg.ranker.depth,
+                               max(cfg.ranker.depth, cfg.eval.valid_beam))
     scores = ce_scores(ranker, queries, lists, texts, cfg.ranker.depth)
     weight = fusion_weight(lists, scores, [vrel[j] for j in pick], cfg.eval.k)
     log(f"cross-encoder fusion weight {weight} (best valid NDCG@{cfg.eval.k} of "
