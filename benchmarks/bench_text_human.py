@@ -73,13 +73,6 @@ class Clock:
         self.wall, self.cpu = time.perf_counter() - self.w0, cpu_seconds() - self.c0
 
 
-def generator_rank(run_dir: Path, queries: list[str], n: int, beam: int) -> list[np.ndarray]:
-    """The run's generator: top ``n`` items of each query by constrained beam search."""
-    from genrec.pipeline.text_search import TextSearch
-
-    return TextSearch.load(run_dir).generator.ranked_lists(queries, n, max(beam, n), 16)
-
-
 def generator_cost(run_dir: Path) -> str:
     import json
 
@@ -192,7 +185,11 @@ def main() -> None:
         if trained_on != hq.queries.summary():
             ap.error(f"--generator {args.generator} was trained on another query set "
                      f"({trained_on}); train it with the same dataset and human.seed")
-        c = run_stage("generator", lambda qs: generator_rank(args.generator, qs, n, args.beam))
+        from genrec.pipeline.text_search import TextSearch
+
+        generator = TextSearch.load(args.generator).generator  # loaded once, ranks both splits
+        c = run_stage("generator",
+                      lambda qs: generator.ranked_lists(qs, n, max(args.beam, n), 16))
         cost["generator"] = f"{generator_cost(args.generator)}; beam {args.beam} {c.cpu:.0f} CPU s"
     bi = "minilm-ft" if "minilm-ft" in lists else "minilm"
     if ("union" in methods or "ce" in methods) and bi not in encoders:
