@@ -192,3 +192,28 @@ def test_code_prior_starts_as_the_bi_encoder_over_quantised_item_vectors(tokeniz
     assert ids[:, 0].tolist() == [1, 2]
     with pytest.raises(ValueError, match="code_prior"):
         Text2ItemsConfig(code_prior=True).validate()
+
+
+def test_leaf_residual_ranks_items_of_one_prefix_by_their_exact_vectors(tokenizer):
+    kw = dict(encoder="minilm", code_prior=True, dim=32, ff_dim=64, head_dim=8)
+    plain, leaf = model(tokenizer, **kw).eval(), model(tokenizer, leaf_residual=True, **kw).eval()
+    b = plain.encode(["red lipstick"])
+    states = plain.frozen_states(b)
+    q = torch.nn.functional.normalize(states.mean(1), dim=-1)[0]  # one query: no padding
+    g = torch.Generator().manual_seed(0)
+    vectors = torch.nn.functional.normalize(torch.randn(N_ITEMS + 1, 384, generator=g), dim=-1)
+    vectors[5], vectors[4] = q, -q  # items 4 and 5 share the prefix (1, 1): only dedup differs
+    for m in (plain, leaf):
+        m.set_code_vectors(vectors)
+    # the residual is what the RQ levels leave: centroids along the path + residual = vector
+    path = sum(leaf.centroids[int(leaf.offsets[lv]) + CODES[5, lv]] for lv in range(2))
+    assert torch.allclose(path + leaf.residuals[5], vectors[5], atol=1e-5)
+    score = {}
+    for name, m in (("plain", plain), ("leaf", leaf)):
+        ids, logp = m.generate(["red lipstick"], N_ITEMS, beam_size=8)
+        score[name] = dict(zip(ids[0].tolist(), logp[0].tolist()))
+    assert score["plain"][4] == pytest.approx(score["plain"][5])  # quantised: a tie
+    gap = leaf.prior_scale.item() * float(q @ (vectors[5] - vectors[4]))
+    assert score["leaf"][5] - score["leaf"][4] == pytest.approx(gap, rel=1e-3)
+    with pytest.raises(ValueError, match="leaf_residual needs code_prior"):
+        Text2ItemsConfig(leaf_residual=True, encoder="minilm").validate()
