@@ -218,3 +218,37 @@ def test_text_search_trains_on_people_queries(tmp_path) -> None:
     assert "cut to its first 2,000 of 2,999 characters" in out["note"] and out["items"]
     res = runner.invoke(app, ["search", str(tmp_path / "run"), "mood7", "--method", "nope"])
     assert res.exit_code == 2 and "unknown search method" in res.output
+
+
+def test_text_search_on_a_finetuned_encoder(tmp_path) -> None:
+    """finetune_encoder: MiniLM is fine-tuned first, embeds the item text the IDs are built
+    from, and is saved in the run as the generator's encoder; a moved run still loads it."""
+    import shutil
+
+    from genrec.config import ConfigError
+    from genrec.pipeline.text_search import TextSearch, load_config, train_text_search
+    from tests.pipeline.test_text_search import CONFIG
+
+    write_lastfm(tmp_path / "raw")
+    ds = build_dataset(read_lastfm_tags(tmp_path / "raw"), "lastfm-tags")
+    ds.save(tmp_path / "ds")
+    sets = [s for s in CONFIG if not s.startswith(("ids.vectors", "queries.", "ranker."))]
+    sets += ["ids.vectors=minilm", "ranker.enabled=false", "eval.test_queries=0",
+             "train.epochs=1", "finetune_encoder=true", "encoder.max_minutes=0.05",
+             "encoder.batch_size=8", "encoder.max_length=16", "generator.encoder=minilm",
+             "generator.code_prior=true", "generator.leaf_residual=true",
+             "generator.max_query_len=16"]
+    train_text_search(load_config(str(tmp_path / "ds"), sets), tmp_path / "run",
+                      progress=False, log=lambda m: None)
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["encoder_finetune"]["enabled"] and info["encoder_finetune"]["steps"] >= 1
+    assert info["semantic_ids"]["vectors"].startswith("minilm-ft-t1-")
+    assert (tmp_path / "run" / "encoder" / "config.json").is_file()
+    assert 'tokenizer = "encoder"' in (tmp_path / "run" / "config.toml").read_text()
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    search = TextSearch.load(tmp_path / "moved")
+    assert search.generator.config.tokenizer == str(tmp_path / "moved" / "encoder")
+    res = search.search("mood7", 5, "generator")
+    assert 1 <= len(res.items) <= 5 and (res.items >= 1).all()
+    with pytest.raises(ConfigError, match="finetune_encoder needs generator.encoder"):
+        load_config(str(tmp_path / "ds"), ["finetune_encoder=true"]).validate()

@@ -44,9 +44,9 @@ import torch
 
 from genrec.pipeline.human_queries import HumanQueries
 
-__all__ = ["BiEncoderConfig", "BiEncoder", "finetune_biencoder", "popularity_rank", "bm25_rank",
-           "union", "sample_train_queries", "train_cross_encoder", "ce_scores", "fuse",
-           "fusion_weight", "rerank", "train_queries"]
+__all__ = ["BiEncoderConfig", "BiEncoder", "sentence_minilm", "finetune_biencoder",
+           "popularity_rank", "bm25_rank", "union", "sample_train_queries",
+           "train_cross_encoder", "ce_scores", "fuse", "fusion_weight", "rerank", "train_queries"]
 
 
 @dataclass
@@ -68,14 +68,15 @@ class BiEncoderConfig:
                              f"max_length >= 8, lr and max_minutes > 0; got {self}")
 
 
-def _minilm() -> Any:
+def sentence_minilm(path: Any = None) -> Any:
+    """The bundled all-MiniLM-L6-v2 SentenceTransformer, or the one saved in ``path``."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     from sentence_transformers import SentenceTransformer
 
     from genrec.features.text import minilm_path
 
-    return SentenceTransformer(str(minilm_path()), device="cpu", local_files_only=True)
+    return SentenceTransformer(str(path or minilm_path()), device="cpu", local_files_only=True)
 
 
 def train_queries(hq: HumanQueries) -> tuple[list[int], list[list[int]]]:
@@ -111,7 +112,7 @@ class BiEncoder:
 
     def __init__(self, texts: list[str], model: Any = None, max_length: int = 128,
                  batch_size: int = 64) -> None:
-        self.model = model if model is not None else _minilm()
+        self.model = model if model is not None else sentence_minilm()
         self.model.max_seq_length = max_length
         self.batch_size = batch_size
         self.items = self.encode(texts[1:])  # (N, D) row r = item_idx r + 1
@@ -141,7 +142,7 @@ def finetune_biencoder(hq: HumanQueries, cfg: BiEncoderConfig = BiEncoderConfig(
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    model = _minilm()
+    model = sentence_minilm()
     model.max_seq_length = cfg.max_length
     keys, positives = train_queries(hq)
     known = [set(p) for p in positives]

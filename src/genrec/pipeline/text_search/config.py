@@ -19,6 +19,7 @@ from typing import Any
 
 from genrec.config import ConfigError, from_dict, from_layers, load_toml, to_dict
 from genrec.models.text2items import Text2ItemsConfig
+from genrec.pipeline.human_baselines import BiEncoderConfig
 from genrec.pipeline.human_queries import HumanQueryConfig
 from genrec.pipeline.text_queries import QueryConfig
 from genrec.training.trainer import TrainConfig
@@ -95,6 +96,12 @@ class TextSearchConfig:
     # DSI "indexing": the generator also trains on one (item text -> item) pair per item, so an
     # item no training query names is still learnable
     index_items: bool = False
+    # people's queries only: first fine-tune MiniLM on the training (query, item) pairs as a
+    # bi-encoder (``encoder``: genrec.pipeline.human_baselines.finetune_biencoder); it then
+    # embeds the item text the semantic IDs are built from and is the generator's frozen
+    # encoder (saved in the run as encoder/), so the code prior starts from a trained retriever
+    finetune_encoder: bool = False
+    encoder: BiEncoderConfig = field(default_factory=BiEncoderConfig)
     ids: IdsConfig = field(default_factory=IdsConfig)
     generator: Text2ItemsConfig = field(default_factory=Text2ItemsConfig)
     train: TrainConfig = field(default_factory=_train_defaults)
@@ -102,6 +109,11 @@ class TextSearchConfig:
     eval: SearchEvalConfig = field(default_factory=SearchEvalConfig)
 
     def validate(self) -> None:
+        if self.finetune_encoder:
+            self.encoder.validate()
+            if self.generator.encoder != "minilm":
+                raise ConfigError("finetune_encoder needs generator.encoder = 'minilm' (the "
+                                  "fine-tuned MiniLM becomes the generator's encoder)")
         if self.ranker.enabled and self.ranker.params:
             try:
                 from genrec.models.cross_encoder import CrossEncoderConfig

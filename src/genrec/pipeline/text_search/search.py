@@ -120,6 +120,8 @@ class TextSearch:
         if tuple(sizes) != tuple(cfg.generator.id_sizes) or len(codes) != items.height + 1:
             raise DataError(f"{run_dir}: semantic_ids.npz (sizes {sizes}, {len(codes) - 1} items) "
                             f"does not match config.toml / items.parquet; run {hint} again")
+        if cfg.generator.tokenizer and not Path(cfg.generator.tokenizer).is_absolute():
+            cfg.generator.tokenizer = str(run_dir / cfg.generator.tokenizer)  # e.g. encoder/
         model = Text2Items(cfg.generator)
         model.load_state_dict(torch.load(run_dir / "generator.pt", map_location="cpu",
                                          weights_only=True))

@@ -3,7 +3,8 @@
 ``train_text_search(cfg, out)`` builds the whole system: queries and a held-out split from the
 item text (``genrec.pipeline.text_queries``), or on a dataset of people's queries (lastfm-tags,
 tomt-books) those queries, their split and item text (``genrec.pipeline.human_queries``; the
-item vectors are then encoded from that text), semantic IDs from MiniLM vectors by RQ-KMeans
+item vectors are then encoded from that text, by MiniLM fine-tuned on the training pairs first
+with ``finetune_encoder``), semantic IDs from MiniLM vectors by RQ-KMeans
 (``genrec.semantic_ids``), the generator trained by the one trainer (early stopping on VALID
 NDCG@10 of a fixed query sample), hard negatives mined with the generator, the cross-encoder.
 The run directory (written atomically) is enough to serve without the dataset:
@@ -14,6 +15,7 @@ The run directory (written atomically) is enough to serve without the dataset:
     queries.parquet      every (query, item) pair with its split (train / valid / test)
     semantic_ids.npz     codes (n_items + 1, T) and sizes; semantic_ids.json their report
     generator.pt         Text2Items weights; generator/ the trainer's log and curves
+    encoder/             with finetune_encoder: the fine-tuned MiniLM the generator reads with
     cross_encoder/       CrossEncoderRanker.save (absent with ranker.enabled = false)
     metrics.json         valid (selection) and test metrics of a query sample
 
@@ -94,22 +96,39 @@ def _semantic_ids(ds: Any, cfg: TextSearchConfig, fields: list[str] | None, log:
     return load_semantic_ids(ds, name)
 
 
-def _human_vectors(ds: Any, texts: list[str], protocol: str, encoder: str, log: Callable) -> str:
+def _human_vectors(ds: Any, texts: list[str], protocol: str, encoder: str, log: Callable,
+                   tuned: Any = None, max_length: int = 128) -> str:
     """The name of the item vectors of a people's-query protocol, encoded when missing. Its
     item text depends on the query split (T1: training tags only), so the name carries a hash
-    of the texts, ``<encoder>-t1-<hash>``, and never meets `genrec embed items`' vectors."""
+    of the texts, ``<encoder>-t1-<hash>``, and never meets `genrec embed items`' vectors. With
+    ``tuned`` (a fine-tuned SentenceTransformer) they are its vectors, ``<encoder>-ft-t1-<hash>``
+    with its weights in the hash."""
     from genrec.features import EncoderOptions, make_encoder
     from genrec.features.store import content_hash, save_vectors, vectors_path
 
     ids = ds.items.sort("item_idx")["item_id"].cast(pl.Utf8).to_list()
     digest = content_hash(ids, texts)
-    name = f"{encoder}-{protocol.lower()}-{digest.split(':')[1][:10]}"
+    if tuned is not None:  # and the fine-tuned weights (a digest of each tensor's sums)
+        import hashlib
+
+        sums = "".join(f"{k}:{v.float().sum().item():.6e}:{v.float().abs().sum().item():.6e}"
+                       for k, v in tuned.state_dict().items())
+        digest = "sha256:" + hashlib.sha256((digest + sums).encode()).hexdigest()
+    name = f"{encoder}-{'ft-' if tuned is not None else ''}{protocol.lower()}-" \
+           f"{digest.split(':')[1][:10]}"
     if not vectors_path(ds, name).is_file():
-        log(f"embedding {len(texts):,} {protocol} item texts with {encoder} into {name}")
-        enc = make_encoder(encoder, EncoderOptions(progress=True))
-        vectors = enc.encode(texts)
+        log(f"embedding {len(texts):,} {protocol} item texts with {encoder}"
+            f"{' (fine-tuned)' if tuned is not None else ''} into {name}")
+        if tuned is None:
+            enc = make_encoder(encoder, EncoderOptions(progress=True))
+            vectors, about = enc.encode(texts), enc.describe()
+        else:
+            from genrec.pipeline.human_baselines import BiEncoder
+
+            vectors = BiEncoder([""] + texts, tuned, max_length).items.numpy()
+            about = {"encoder": f"{encoder} fine-tuned (text_search.finetune_encoder)"}
         vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        save_vectors(ds, name, ids, vectors, {**enc.describe(), "kind": "text",
+        save_vectors(ds, name, ids, vectors, {**about, "kind": "text",
                                               "text_template": f"{protocol} item text",
                                               "content_hash": digest, "normalized": True})
     return name
@@ -219,6 +238,9 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
     from genrec.features.text import item_texts
 
     cfg.validate()
+    if cfg.finetune_encoder and cfg.generator.tokenizer:
+        raise ConfigError("finetune_encoder fine-tunes the bundled MiniLM, which then becomes "
+                          "generator.tokenizer: leave generator.tokenizer empty")
     if cfg.ranker.enabled:  # fail before the long part, not after it
         try:
             import genrec.models.cross_encoder  # noqa: F401
@@ -233,12 +255,29 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     ds = load_dataset(cfg.data)
+    tuned, tune_info = None, {"enabled": False}
     if ds.meta.get("format") in PROTOCOLS:  # people's queries: item text depends on their split
         hq = human_queries(ds, cfg.human)
         qs, texts, fields = hq.queries, hq.texts[1:], None
         text_template = f"{hq.protocol} item text (genrec.pipeline.human_queries)"
-        human_vectors = _human_vectors(ds, texts, hq.protocol, cfg.ids.vectors, log)
+        if cfg.finetune_encoder:
+            from genrec.pipeline.human_baselines import finetune_biencoder
+
+            log(f"fine-tuning the MiniLM bi-encoder on the training pairs "
+                f"(budget {cfg.encoder.max_minutes} min)")
+            t0, cpu0, threads = time.perf_counter(), time.process_time(), torch.get_num_threads()
+            tuned, tune_info = finetune_biencoder(hq, cfg.encoder, log=log)
+            tune_info = {"enabled": True, **tune_info,
+                         "cpu_seconds": round(time.process_time() - cpu0, 1),
+                         "wall_seconds": round(time.perf_counter() - t0, 1)}
+            torch.set_num_threads(threads)  # finetune_biencoder set its own
+        human_vectors = _human_vectors(ds, texts, hq.protocol, cfg.ids.vectors, log, tuned,
+                                       cfg.encoder.max_length)
     else:
+        if cfg.finetune_encoder:
+            raise ConfigError(f"finetune_encoder needs a dataset of people's queries "
+                              f"(lastfm-tags, tomt-books); {ds.name} has none: set "
+                              f"finetune_encoder = false")
         texts, _, tpl = item_texts(ds.items.sort("item_idx"), list(cfg.text_fields) or None)
         qs, fields, text_template = build_queries(ds.items, cfg.queries), list(tpl.fields), \
             tpl.describe()
@@ -250,6 +289,9 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
     codes, sizes, sid_meta = _semantic_ids(ds, cfg, fields, log, human_vectors)
 
     with atomic_dir(out, marker="run.json", what="text-search run") as tmp:
+        if tuned is not None:  # the generator reads with it (frozen); config.toml says "encoder"
+            tuned.save(str(tmp / "encoder"))
+            cfg.generator.tokenizer = str(tmp / "encoder")
         tokenizer = load_tokenizer(cfg.generator.tokenizer)
         cfg.generator.n_items, cfg.generator.id_sizes = ds.n_items, tuple(sizes)
         cfg.generator.vocab_size = len(tokenizer)
@@ -316,6 +358,8 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
                            "fuse_weight": cfg.ranker.fuse_weight}
             log(f"cross-encoder trained in {ce_seconds:.0f} s: {fit_info}")
 
+        if tuned is not None:  # relative to the run directory (TextSearch.load resolves it)
+            cfg.generator.tokenizer = "encoder"
         (tmp / "config.toml").write_text(to_toml(to_dict(cfg)))
         search = TextSearch(*_columns(items), generator=model, ranker=ranker,
                             depth=cfg.ranker.depth, run_dir=tmp, dataset_dir=ds.path,
@@ -338,7 +382,8 @@ def train_text_search(cfg: TextSearchConfig, out: str | Path, progress: bool = T
                                                            "collision_rate", "path")},
             "generator": {"n_params": n_params, "train": result.summary(),
                           "seconds": round(gen_seconds, 1), "cpu_seconds": round(gen_cpu, 1)},
-            "ranker": ranker_info, "seconds": round(time.perf_counter() - t_all, 1),
+            "encoder_finetune": tune_info, "ranker": ranker_info,
+            "seconds": round(time.perf_counter() - t_all, 1),
             "versions": {"genrec": __version__, "torch": torch.__version__}})
     search.run_dir = out
     return search
