@@ -101,9 +101,10 @@ def peak_rss_gb(pid: int) -> float:
     return float("nan")
 
 
-def request_pool(run_dir: Path, n: int, seed: int) -> dict[str, list[dict]]:
+def request_pool(run_dir: Path, n: int, seed: int, texts: list[str] = ()
+                 ) -> dict[str, list[dict]]:
     """``n`` seeded requests per endpoint, drawn from the run's own dataset (a pipeline run's:
-    its first recall run's)."""
+    its first recall run's); /search asks ``texts`` (drawn in turn) when given."""
     from genrec.data.batches import user_sequences
     from genrec.pipeline.ranking import load_pipeline
     from genrec.pipeline.serve import is_pipeline_run
@@ -129,6 +130,8 @@ def request_pool(run_dir: Path, n: int, seed: int) -> dict[str, list[dict]]:
                                                    "k": 10}})
         pool["similar"].append({"method": "GET", "url": f"/similar/{item}",
                                 "params": {"k": 10}})
+        if texts:
+            query = texts[rng.randrange(len(texts))]
         pool["search"].append({"method": "GET", "url": "/search", "params": {"q": query, "k": 10}})
         pool["item"].append({"method": "GET", "url": f"/items/{item}"})
     return pool
@@ -188,6 +191,9 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=3.0)
     ap.add_argument("--endpoints", default=",".join(ENDPOINTS))
     ap.add_argument("--search", default="auto", help="auto | minilm | tfidf")
+    ap.add_argument("--search-queries", type=Path, default=None,
+                    help="a text-search run: /search asks its TEST queries (e.g. people's "
+                         "T2 book descriptions) instead of two title words")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per scoring call")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--machine-note", default="", help="appended to the machine column")
@@ -202,7 +208,13 @@ def main() -> None:
         raise SystemExit(f"unknown endpoint(s) {sorted(unknown)}; choose from {ENDPOINTS}")
 
     load_before = os.getloadavg()[0]  # other jobs on the machine compete for the same cores
-    pool = request_pool(args.run_dir, 2000, args.seed)
+    texts: list[str] = []
+    if args.search_queries:
+        from genrec.pipeline.text_queries import QuerySet
+
+        qs = QuerySet.load(args.search_queries / "queries.parquet")
+        texts = [qs.queries[j] for j in qs.stage("test")[0]]
+    pool = request_pool(args.run_dir, 2000, args.seed, texts)
     port = free_port()
     proc, startup = start_server(args.run_dir, args.search, args.threads, port, timeout=1800)
     base = f"http://127.0.0.1:{port}"
@@ -243,11 +255,14 @@ def main() -> None:
         record("Serving", {
             "dataset": f"{health['dataset']} ({health['n_users']:,} users, "
                        f"{health['n_items']:,} items)",
-            "protocol": f"{DESCRIPTIONS[name]}; model {health['model']}, search "
-                        f"{health['search']}; {args.concurrency} concurrent keep-alive clients "
-                        f"for {wall:.0f} s after a {args.warmup:g} s warm-up; uvicorn (1 "
-                        f"process, asyncio + h11), {args.threads} CPU thread(s) per call; "
-                        f"load generator on the same machine",
+            "protocol": f"{DESCRIPTIONS[name]}"
+                        + (f", q = one of the {len(texts)} test queries of "
+                           f"{args.search_queries.name}" if texts and name == "search" else "")
+                        + f"; model {health['model']}, search {health['search']}; "
+                        f"{args.concurrency} concurrent keep-alive clients for {wall:.0f} s "
+                        f"after a {args.warmup:g} s warm-up; uvicorn (1 process, asyncio + h11), "
+                        f"{args.threads} CPU thread(s) per call; load generator on the same "
+                        f"machine",
             "metrics": f"{n / wall:.0f} req/s · p50 {p50:.1f} · p95 {p95:.1f} · p99 {p99:.1f} ms"
                        f" · {errors} errors{verdict} · CPU per request: server "
                        f"{server_cpu:.2f} ms, load generator {client_cpu:.2f} ms",

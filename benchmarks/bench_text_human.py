@@ -9,7 +9,8 @@ The query set is ``genrec.pipeline.human_queries`` (T1: tags with >= 10 artists,
 80/10/10 seeded, item text = name + the most frequent TRAIN tags; T2: the authors' splits, query
 = title + description, item text = title + description); the stages are
 ``genrec.pipeline.human_baselines``: popularity, BM25 over item text, the MiniLM bi-encoder
-zero-shot and fine-tuned on the training pairs (in-batch negatives, ``--ft-minutes``), the union
+zero-shot and fine-tuned on the training pairs (in-batch negatives, ``--ft-minutes``; or
+``--ft-from RUN``: the encoder a ``finetune_encoder`` run fine-tuned for its generator), the union
 of BM25 and the (fine-tuned, else zero-shot) bi-encoder; with ``--generator RUN`` (a ``genrec
 search train`` run, e.g. ``configs/text2items_lastfm.toml``) its generator too, and its union
 with that bi-encoder. The MiniLM cross-encoder, trained on
@@ -30,6 +31,7 @@ Environment: GENREC_HOME / GENREC_DATA as for every benchmark (the dataset is pr
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import sys
 import time
@@ -74,11 +76,12 @@ class Clock:
 
 
 def generator_cost(run_dir: Path) -> str:
-    import json
-
-    gen = json.loads((run_dir / "run.json").read_text())["generator"]
-    return (f"generator train {gen.get('cpu_seconds', '?')} CPU s / {gen['seconds']:.0f} s wall "
-            f"(run.json, {gen['n_params'] / 1e6:.1f}M params, "
+    info = json.loads((run_dir / "run.json").read_text())
+    gen, ft = info["generator"], info.get("encoder_finetune", {})
+    tuned = (f"its encoder fine-tuned first {ft['cpu_seconds']:.0f} CPU s / "
+             f"{ft['wall_seconds']:.0f} s wall; " if ft.get("enabled") else "")
+    return (f"{tuned}generator train {gen.get('cpu_seconds', '?')} CPU s / {gen['seconds']:.0f} "
+            f"s wall (run.json, {gen['n_params'] / 1e6:.1f}M params, "
             f"{gen['train'].get('stop_reason', '?')})")
 
 
@@ -97,6 +100,9 @@ def main() -> None:
     ap.add_argument("--ft-minutes", type=float, default=10.0)
     ap.add_argument("--ft-epochs", type=int, default=1)
     ap.add_argument("--ft-batch", type=int, default=32)
+    ap.add_argument("--ft-from", type=Path, default=None,
+                    help="a run trained with finetune_encoder: its encoder/ is the minilm-ft "
+                         "stage (not fine-tuned again)")
     ap.add_argument("--ce-minutes", type=float, default=10.0)
     ap.add_argument("--ce-queries", type=int, default=1000, help="training queries of the CE")
     ap.add_argument("--ce-mined", type=int, default=20, help="hard negatives mined per stage")
@@ -107,6 +113,9 @@ def main() -> None:
     ap.add_argument("--ce-batch", type=int, default=32, help="(query, item) pairs per step")
     ap.add_argument("--ce-epochs", type=int, default=1)
     ap.add_argument("--ce-lr", type=float, default=2e-5)
+    ap.add_argument("--ce-model", type=Path, default=None,
+                    help="the CE's starting weights (a BERT folder, e.g. RUN/encoder); default: "
+                         "the bundled MiniLM")
     ap.add_argument("--ce-stages", default="", help="comma-separated stages the CE re-ranks "
                                                     "(default: all but popularity)")
     ap.add_argument("--depth", type=int, default=30, help="candidates the CE re-ranks")
@@ -164,7 +173,21 @@ def main() -> None:
             encoders["minilm"] = hb.BiEncoder(hq.texts, max_length=max_length)
         c = run_stage("minilm", lambda qs: encoders["minilm"].rank(qs, n))
         cost["minilm"] = f"no training; encode items + queries {enc.cpu + c.cpu:.0f} CPU s"
-    if "minilm-ft" in methods:
+    if "minilm-ft" in methods and args.ft_from:  # the bi-encoder a run fine-tuned for its generator
+        from genrec.config import load_toml
+        info = json.loads((args.ft_from / "run.json").read_text()).get("encoder_finetune", {})
+        if not info.get("enabled"):
+            ap.error(f"--ft-from {args.ft_from} has no fine-tuned encoder (finetune_encoder off)")
+        ft_length = load_toml(args.ft_from / "config.toml")["encoder"]["max_length"]
+        with Clock() as enc:
+            encoders["minilm-ft"] = hb.BiEncoder(
+                hq.texts, hb.sentence_minilm(args.ft_from / "encoder"), max_length=ft_length)
+        c = run_stage("minilm-ft", lambda qs: encoders["minilm-ft"].rank(qs, n))
+        cost["minilm-ft"] = (f"fine-tuned by {args.ft_from.name} (its generator's encoder): "
+                             f"{info['cpu_seconds']:.0f} CPU s / {info['wall_seconds']:.0f} s "
+                             f"wall ({info['steps']}/{info['planned_steps']} steps, "
+                             f"{ft_length} tokens); encode {enc.cpu + c.cpu:.0f} CPU s")
+    elif "minilm-ft" in methods:
         cfg = hb.BiEncoderConfig(epochs=args.ft_epochs, batch_size=args.ft_batch,
                                  max_length=max_length, max_minutes=args.ft_minutes,
                                  seed=args.seed)
@@ -179,8 +202,6 @@ def main() -> None:
                              f"{'stopped by time' if info['stopped_by_time'] else 'full'}); "
                              f"encode {enc.cpu + c.cpu:.0f} CPU s")
     if args.generator is not None:
-        import json
-
         trained_on = json.loads((args.generator / "run.json").read_text())["queries"]
         if trained_on != hq.queries.summary():
             ap.error(f"--generator {args.generator} was trained on another query set "
@@ -212,13 +233,16 @@ def main() -> None:
         params = {"max_length": args.ce_max_length or max_length, "batch_size": args.ce_batch,
                   "epochs": args.ce_epochs, "lr": args.ce_lr,
                   "negatives_per_query": args.ce_negatives, "loss": args.ce_loss, "threads": 1,
-                  "max_minutes": args.ce_minutes, "score_dtype": "bfloat16", "seed": args.seed}
+                  "max_minutes": args.ce_minutes, "score_dtype": "bfloat16", "seed": args.seed,
+                  "model_path": str(args.ce_model) if args.ce_model else None}
         with Clock() as train:
             ranker, ce_info = hb.train_cross_encoder(hq, tq, tpos, mined, params,
                                                      seed=args.seed)
         log(f"cross-encoder trained: {ce_info}")
         ce_cost = (f"CE ({args.ce_loss}, 1+{args.ce_negatives} a group, "
-                   f"{params['max_length']} tokens, lr {args.ce_lr:g}) train {train.cpu:.0f} "
+                   + (f"from {args.ce_model.parent.name}/{args.ce_model.name}, "
+                      if args.ce_model else "")
+                   + f"{params['max_length']} tokens, lr {args.ce_lr:g}) train {train.cpu:.0f} "
                    f"CPU s / {train.wall:.0f} s wall ({ce_info['steps']} steps, "
                    f"{ce_info['pairs']:,} pairs, {ce_info['queries']} queries, mining "
                    f"{mine.cpu:.0f} CPU s)")
