@@ -391,8 +391,10 @@ PAGES: dict[str, tuple[str, str]] = {
            "interpolated with the stage's order, the weight chosen on the valid queries). A "
            "row is the latest run of its dataset and method: one at an older commit is from an "
            "earlier setting (`union` = bm25+minilm-ft; older `+ce` rows: a BCE cross-encoder of "
-           "25 steps), its JSONL line says which. Rendered like [BENCHMARKS.md](../BENCHMARKS.md) from the same records; regenerate "
-           "with `.venv/bin/python benchmarks/render.py`."),
+           "25 steps), its JSONL line says which. The targets these tables miss, by how much and "
+           "what was tried: docs/protocols.md (T2). Rendered like "
+           "[BENCHMARKS.md](../BENCHMARKS.md) from the same records; regenerate with "
+           "`.venv/bin/python benchmarks/render.py`."),
     RESEARCH: ("Research results",
                "Research tables of `experiments/cold_tail.py` (the cold-tail item-representation "
                "study of SASRec): not benchmarks, outside the \"benchmarks regenerate "
