@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genrec.evaluation.plots import metrics_bar_chart, tradeoff_chart
+from genrec.evaluation.plots import gate_chart, metrics_bar_chart, tradeoff_chart
 
 
 def _png_size(path) -> tuple[int, int]:
@@ -49,3 +49,15 @@ def test_tradeoff_chart_keeps_a_models_colour_when_an_earlier_one_has_no_points(
     tradeoff_chart({"id": [(0.1, 0.2, "0")], "content": [], "gated": [(0.1, 0.3, "0")]},
                    tmp_path / "c.png", "x", "y")
     assert colours == {"id": "C0", "gated": "C2"}  # content has no line and keeps C1 free
+
+
+def test_gate_chart_draws_the_per_position_entries_only(tmp_path):
+    metrics = {"gate/behaviour": 0.7, "gate/content": 0.3, "session/NDCG@5": 0.2,
+               "gate/behaviour@1": 0.9, "gate/content@1": 0.1,
+               "gate/behaviour@2": 0.5, "gate/content@2": 0.5}
+    out = gate_chart(metrics, tmp_path / "gate.png")
+    width, height = _png_size(out)
+    assert width > 150 and height > 200
+    # no per-position entries (a model without experts): nothing drawn, no file
+    assert gate_chart({"gate/behaviour": 1.0, "NDCG@10": 0.3}, tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()

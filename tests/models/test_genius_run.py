@@ -69,6 +69,11 @@ def test_genius_trains_in_two_phases_and_reports_p6_metrics(data, sft, tmp_path)
         assert key in test and np.isfinite(test[key]), key
     assert test["session/n_sessions"] == N_USERS and run.info["split"]["excluded_users"] == 0
     assert test["gate/behaviour"] + test["gate/content"] == pytest.approx(1.0)
+    positions = sorted(int(k.split("@")[1]) for k in test if k.startswith("gate/behaviour@"))
+    assert positions == [1, 2, 3, 4]  # 5-item test sessions; position 0 reads the start token
+    for p in positions:  # per position the weights of the item's experts sum to 1
+        assert test[f"gate/behaviour@{p}"] + test[f"gate/content@{p}"] == pytest.approx(1.0)
+    assert (out / "gate.png").stat().st_size > 0
     assert run.info["content"]["dim"] == 4
     log = [json.loads(line) for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert len(log) == 2 and all("session/NDCG@5" in row["valid"] for row in log)

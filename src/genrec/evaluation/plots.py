@@ -1,10 +1,11 @@
-"""Plots a person would rather look at than read: metric bars across models, trade-off curves."""
+"""Plots a person would rather look at than read: metric bars across models, trade-off curves,
+a session generator's gate usage per decoder position."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-__all__ = ["metrics_bar_chart", "tradeoff_chart"]
+__all__ = ["metrics_bar_chart", "tradeoff_chart", "gate_chart"]
 
 
 def metrics_bar_chart(results: dict[str, dict[str, float]], metrics: list[str], out: Path,
@@ -66,5 +67,49 @@ def tradeoff_chart(curves: dict[str, list[tuple[float, float, str]]], out: Path,
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def gate_chart(metrics: dict[str, float], out: Path, title: str = "") -> Path | None:
+    """Stacked bars of each expert's mean gate weight per decoder position, from the
+    ``gate/<expert>@<position>`` entries of ``metrics`` (``genrec.runs.kinds.session``); None
+    (nothing drawn) when there are none."""
+    import re
+
+    usage: dict[str, dict[int, float]] = {}
+    for key, value in metrics.items():
+        m = re.fullmatch(r"gate/(.+)@(\d+)", key)
+        if m:
+            usage.setdefault(m.group(1), {})[int(m.group(2))] = float(value)
+    if not usage:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    positions = sorted({p for per in usage.values() for p in per})
+    x = np.arange(len(positions))
+    fig, ax = plt.subplots(figsize=(max(5.4, 1.6 + 0.45 * len(positions)), 3.8), dpi=110)
+    bottom = np.zeros(len(positions))
+    for i, (expert, per) in enumerate(usage.items()):
+        vals = np.array([per.get(p, 0.0) for p in positions])
+        overall = metrics.get(f"gate/{expert}")
+        label = expert if overall is None else f"{expert} (mean {overall:.2f})"
+        ax.bar(x, vals, 0.8, bottom=bottom, label=label, color=f"C{i % 10}")
+        bottom += vals
+    ax.set_xticks(x, [str(p) for p in positions])
+    ax.set_xlabel("decoder position (the n-th session item read)")
+    ax.set_ylabel("mean gate weight")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title, fontsize=9)
+    ax.legend(frameon=False, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+              ncol=len(usage))
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, bbox_inches="tight")
     plt.close(fig)
     return out

@@ -8,6 +8,7 @@ A run directory holds everything needed to reload and serve without the training
     model.npz      a closed-form model's state_dict (numpy arrays), or
     model.pt       a torch model's state_dict (the best validated epoch)
     metrics.json   {"valid": {...}, "test": {...}} from the full-ranking evaluator
+    gate.png       a session generator's experts: mean gate weight per decoder position (test)
 
 The package: ``config`` (RunConfig and its parts), ``assemble`` (``build_model``: the model
 built from the data), ``kinds`` (one adapter per model input kind: how a kind trains and is
@@ -243,6 +244,11 @@ def save_run(run: Run, out: Path, metrics: dict[str, Any]) -> Path:
         (tmp / "config.toml").write_text(to_toml(to_dict(run.config)))
         (tmp / "run.json").write_text(json.dumps(run.info, indent=2))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        if "test" in metrics:  # a session generator's experts: gate weight per position
+            from genrec.evaluation.plots import gate_chart
+
+            gate_chart(metrics["test"], tmp / "gate.png",
+                       f"{run.info.get('model', '')}: gate usage on test sessions")
         if isinstance(run.model, nn.Module):
             torch.save(run.model.state_dict(), tmp / "model.pt")
             for name in _TRAINER_FILES:

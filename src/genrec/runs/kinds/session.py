@@ -205,20 +205,29 @@ class SessionKind(SequenceKind):
 
     @staticmethod
     def _gate_usage(run: Run, stage: str, device: torch.device) -> dict[str, float]:
-        """Each expert's mean gate weight over the stage's true sessions (teacher forcing)."""
+        """Each expert's mean gate weight over the stage's true sessions (teacher forcing):
+        ``gate/<expert>`` over every decoder position that reads an item, and
+        ``gate/<expert>@<p>`` at position p (1 = the first item fed after the start token), the
+        numbers of ``genrec.evaluation.plots.gate_chart``."""
         model, split = run.model, run.split
         if not model.experts:
             return {}
         sessions = split.sessions(stage)
         users = np.flatnonzero([len(s) > 0 for s in sessions])
-        total, n = torch.zeros(len(model.experts)), 0
+        S = model.config.session_len
+        total, n = torch.zeros(S, len(model.experts)), torch.zeros(S)
         for lo in range(0, len(users), _SUB_BATCH):
             u = users[lo:lo + _SUB_BATCH]
             hist = eval_batch(split, stage, u, model.config.max_len)
-            targets = torch.from_numpy(_padded(sessions, u)[:, :model.config.session_len])
+            targets = torch.from_numpy(_padded(sessions, u)[:, :S])
             gate = model(SessionBatch(hist.users, hist.items, targets, hist.timestamps)
                          .to(device)).gate.cpu()                    # (B, S, E)
-            fed = gate.sum(-1) > 0                                  # positions with an item
-            total += gate[fed].sum(0)
-            n += int(fed.sum())
-        return {f"gate/{e}": float(total[i] / max(n, 1)) for i, e in enumerate(model.experts)}
+            fed = (gate.sum(-1) > 0).float()                        # positions with an item
+            total[:gate.shape[1]] += (gate * fed[..., None]).sum(0)
+            n[:gate.shape[1]] += fed.sum(0)
+        out = {f"gate/{e}": float(total[:, i].sum() / max(float(n.sum()), 1.0))
+               for i, e in enumerate(model.experts)}
+        for p in np.flatnonzero(n.numpy() > 0):
+            out.update({f"gate/{e}@{p}": float(total[p, i] / n[p])
+                        for i, e in enumerate(model.experts)})
+        return out
