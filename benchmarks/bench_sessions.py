@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_sessions.py genius_ml100k_p6 hstu_ml100k_p1 \\
         --set train.max_minutes=2.5 --note "smoke budget"
+    .venv/bin/python benchmarks/bench_sessions.py genius_ml100k_p6 --set 'params.experts=[]' \\
+        --label "no experts" --out runs/bench_sessions_ablation/none   # the expert ablation
 
 Protocol P6 (docs/protocols.md): per user the last 5 items are the test session, the 5 before
 them validation, the rest training. Each preset is trained by `genrec train` in its own process
@@ -46,20 +48,23 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for all")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench_sessions")
     ap.add_argument("--note", default="", help="free text for the rows (budget, load)")
+    ap.add_argument("--label", default="", help="a variant's name, added to the model column "
+                                                "(e.g. an ablation: 'behaviour only')")
     args = ap.parse_args()
     reset_table(REPO / "BENCHMARKS.md", TABLE, INTRO, HEADER, append=True)
     for name in args.presets:
         r = run_preset(name, args.out, ["data.split=next_k", *args.sets])
         test, train = r["metrics"]["test"], r["info"].get("train", {})
         session = {k: test[f"session/{v}"] for k, v in SHOWN.items() if f"session/{v}" in test}
-        record(TABLE, {"dataset": r["info"]["dataset"], "protocol": "P6", "model": name,
+        label = f"{name} · {args.label}" if args.label else name
+        record(TABLE, {"dataset": r["info"]["dataset"], "protocol": "P6", "model": label,
                        **{k: f"{session[k]:.4f}" if k in session else "–" for k in SHOWN},
                        "epochs (best / run)": f"{train.get('best_epoch', '–')} / "
                                               f"{train.get('epochs_run', '–')}",
                        "fit s": f"{r['info'].get('fit_seconds', 0):.0f}",
                        "CPU s": f"{r['cpu']:.0f}", "note": args.note, "command": r["command"]},
                REPO / "BENCHMARKS.md", metrics=session)
-        print(name, {k: round(v, 4) for k, v in session.items()}, f"{r['cpu']:.0f} CPU s",
+        print(label, {k: round(v, 4) for k, v in session.items()}, f"{r['cpu']:.0f} CPU s",
               flush=True)
 
 
