@@ -175,6 +175,7 @@ def main() -> None:
         cost["minilm"] = f"no training; encode items + queries {enc.cpu + c.cpu:.0f} CPU s"
     if "minilm-ft" in methods and args.ft_from:  # the bi-encoder a run fine-tuned for its generator
         from genrec.config import load_toml
+
         info = json.loads((args.ft_from / "run.json").read_text()).get("encoder_finetune", {})
         if not info.get("enabled"):
             ap.error(f"--ft-from {args.ft_from} has no fine-tuned encoder (finetune_encoder off)")

@@ -338,7 +338,8 @@ class Text2Items(SemanticIdItems, nn.Module):
                 return logp
             B, M, V = logp.shape
             seqs = torch.cat([tokens[:, :, None, :].expand(B, M, V, last),
-                              torch.arange(V).expand(B, M, V)[..., None]], -1)  # (B, M, V, T)
+                              torch.arange(V, device=tokens.device).expand(B, M, V)[..., None]],
+                             -1)  # (B, M, V, T)
             items = torch.as_tensor(trie.lookup(seqs), device=logp.device).clamp(min=0)
             vec = self.residuals[items]  # (B, M, V, H): the trie's ids are item_idx; 0 = none
             return logp + self.prior_scale * torch.einsum("bh,bmvh->bmv", q.to(vec.dtype), vec)

@@ -222,9 +222,9 @@ class SessionKind(SequenceKind):
             targets = torch.from_numpy(_padded(sessions, u)[:, :S])
             gate = model(SessionBatch(hist.users, hist.items, targets, hist.timestamps)
                          .to(device)).gate.cpu()                    # (B, S, E)
-            fed = (gate.sum(-1) > 0).float()                        # positions with an item
-            total[:gate.shape[1]] += (gate * fed[..., None]).sum(0)
-            n[:gate.shape[1]] += fed.sum(0)
+            # a position that reads no item (start token, padding) has an all-zero gate
+            total[:gate.shape[1]] += gate.sum(0)
+            n[:gate.shape[1]] += (gate.sum(-1) > 0).sum(0)
         out = {f"gate/{e}": float(total[:, i].sum() / max(float(n.sum()), 1.0))
                for i, e in enumerate(model.experts)}
         for p in np.flatnonzero(n.numpy() > 0):
