@@ -175,12 +175,13 @@ def two_groups() -> tuple[torch.Tensor, tuple[int, ...]]:
     return codes, (2, 8)
 
 
-@pytest.mark.parametrize("item_input", INPUTS)
-def test_planted_next_group_pattern_is_learned_and_beats_popularity(item_input):
+@pytest.mark.parametrize("item_input,loss", [(i, "levels") for i in INPUTS]
+                         + [("codes", "catalogue")])
+def test_planted_next_group_pattern_is_learned_and_beats_popularity(item_input, loss):
     # users alternate between the groups, items drawn at random within a group: the next item's
     # group is known from the last one, its number is not (best HR@4: 4 of 8 items)
     codes, sizes = two_groups()
-    m = model(codes, sizes, item_input=item_input, dim=32, n_heads=2)
+    m = model(codes, sizes, item_input=item_input, loss=loss, dim=32, n_heads=2)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     rng = np.random.default_rng(0)
 
@@ -212,6 +213,28 @@ def test_planted_next_group_pattern_is_learned_and_beats_popularity(item_input):
     assert hr_model > hr_popular + 0.1, (hr_model, hr_popular)
 
 
+def test_catalogue_loss_is_cross_entropy_over_the_items_exact_scores():
+    # the catalogue loss renormalises the exact scores over the real items: CE of score()'s
+    # columns 1..N (summed per-level log-probs) at every position with a target
+    m = trained(loss="catalogue")
+    b = batch()
+    with torch.no_grad():
+        h = m.encode(b.items)
+        mask = b.targets > 0
+        want = torch.nn.functional.cross_entropy(m.exact_scores(h[mask]), b.targets[mask] - 1)
+        torch.testing.assert_close(m.loss(b), want, atol=1e-5, rtol=0)
+        # an item without training interactions (1: no target of the batch) sits out the softmax
+        counts = torch.ones(N_ITEMS + 1, dtype=torch.long)
+        counts[1] = 0
+        m.set_item_counts(counts)
+        scores = m.exact_scores(h[mask])
+        scores[:, 0] = -math.inf
+        want = torch.nn.functional.cross_entropy(scores, b.targets[mask] - 1)
+        torch.testing.assert_close(m.loss(b), want, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="counts must have shape"):
+        m.set_item_counts(torch.ones(3))
+
+
 def test_missing_semantic_ids_and_bad_options_name_the_fix():
     with pytest.raises(ValueError, match="genrec semantic-ids build"):
         SemID(SemIDConfig(n_items=5))
@@ -221,5 +244,7 @@ def test_missing_semantic_ids_and_bad_options_name_the_fix():
         SemIDConfig(n_items=5, id_sizes=(2,), item_input="text").validate()
     with pytest.raises(ValueError, match="decode 'greedy' is not one of exact, beam"):
         SemIDConfig(n_items=5, id_sizes=(2,), decode="greedy").validate()
+    with pytest.raises(ValueError, match="loss 'bpr' is not one of levels, catalogue"):
+        SemIDConfig(n_items=5, id_sizes=(2,), loss="bpr").validate()
     with pytest.raises(ValueError, match="targets"):
         model().loss(SeqBatch(torch.arange(1), torch.tensor([[1, 2]])))

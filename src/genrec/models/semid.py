@@ -9,9 +9,18 @@ Linear(D, K_c) per level (packed as one Linear), not a projection matched agains
 embeddings; ranking is exact over the catalogue (below) instead of RPG's graph-constrained
 decoding; blocks are SASRec's (pre-LN, 4*D GELU, positions counted from the right, packed real
 tokens); ``item_input`` feeds items as the sum of their codes' embeddings (RPG), their ID
-embedding, or both. The loss is the next item's negative log-probability under the factorised
-distribution p(item) = prod_c p_c(code_c), at every position of the history in one pass; that
-distribution also puts mass on code tuples that name no item (it is not renormalised).
+embedding, or both. The loss (``loss``), at every position of the history in one pass:
+``"levels"`` (RPG's) is the next item's negative log-probability under the factorised distribution
+p(item) = prod_c p_c(code_c), which also puts mass on code tuples that name no item;
+``"catalogue"`` renormalises that distribution over the real items: softmax over items of
+s(item) = sum_c logit_c[code(item, c)]. The heads are linear, so s(item) = <h, sum_c W[code_c]> +
+sum_c b[code_c]: one (N, D) matrix of composed code vectors, a full softmax like SASRec's, whose
+item vectors are built from shared codes (a new item gets a trained vector from its codes). The
+softmax runs over the items that have a training interaction (``set_item_counts``, given by
+genrec.runs): an item never trained on (P1-new's new items) is neither a target nor a negative,
+so training holds no evidence against it and its codes are not pushed down on its account.
+Both rank items identically at test time: the per-level log_softmax subtracts one constant per
+level from every item's sum.
 
 Decoding (``decode``). ``"exact"``: log_softmax per level, then every item's score is
 sum_c logp_c[code(item, c)], one gather over the (N, T) code table: a full ranking of the
@@ -51,6 +60,7 @@ __all__ = ["SemIDConfig", "SemID"]
 
 ITEM_INPUTS = ("codes", "id", "both")
 DECODES = ("exact", "beam")
+LOSSES = ("levels", "catalogue")
 
 
 @dataclass
@@ -66,6 +76,7 @@ class SemIDConfig:
     item_input: str = "codes"  # codes (sum of the item's code embeddings) | id | both (summed)
     decode: str = "exact"     # exact: every item scored | beam: constrained beam, -inf elsewhere
     beam_size: int = 20       # decode="beam": beams, and the items score() returns
+    loss: str = "levels"      # levels: sum of per-level CEs | catalogue: softmax over real items
 
     def validate(self) -> None:
         if self.item_input not in ITEM_INPUTS:
@@ -73,6 +84,8 @@ class SemIDConfig:
                              f"{', '.join(ITEM_INPUTS)}")
         if self.decode not in DECODES:
             raise ValueError(f"semid: decode {self.decode!r} is not one of {', '.join(DECODES)}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"semid: loss {self.loss!r} is not one of {', '.join(LOSSES)}")
         if self.id_sizes and min(self.id_sizes) < 1:
             raise ValueError(f"semid: id_sizes {self.id_sizes} must give one vocabulary size >= 1 "
                              f"per semantic-ID level; the builder fills it from "
@@ -146,6 +159,8 @@ class SemID(SemanticIdItems, nn.Module):
         self.apply(self._init)
         # (n_items + 1, T) each item's ID; row 0 (PAD) is -1; saved with the weights
         self.register_buffer("codes", torch.full((c.n_items + 1, len(c.id_sizes)), -1))
+        # (n_items,) items 1..N in the catalogue softmax: all, until set_item_counts
+        self.register_buffer("seen", torch.ones(c.n_items, dtype=torch.bool), persistent=False)
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -155,6 +170,14 @@ class SemID(SemanticIdItems, nn.Module):
             nn.init.zeros_(m.bias)
         if isinstance(m, nn.Embedding) and m.padding_idx is not None:
             nn.init.zeros_(m.weight[m.padding_idx])
+
+    def set_item_counts(self, counts: torch.Tensor) -> None:
+        """Training interactions per item (n_items + 1,): loss="catalogue" leaves unseen items
+        out of its softmax (module docstring)."""
+        if counts.shape != (self.config.n_items + 1,):
+            raise ValueError(f"semid: counts must have shape ({self.config.n_items + 1},), "
+                             f"got {tuple(counts.shape)}")
+        self.seen = counts[1:].to(self.seen.device) > 0
 
     # ---- the history -----------------------------------------------------------------------
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
@@ -201,14 +224,25 @@ class SemID(SemanticIdItems, nn.Module):
 
     # ---- training --------------------------------------------------------------------------
     def loss(self, batch: SeqBatch) -> torch.Tensor:
-        """Mean over positions with a target of sum_c CE(level c's head, the target's code c)."""
+        """Mean over positions with a target of sum_c CE(level c's head, the target's code c),
+        or (loss="catalogue") of CE over the catalogue of the summed code logits."""
         if batch.targets is None:
             raise ValueError("semid.loss needs a training batch with targets (train_batches)")
         h = self.encode(batch.items)  # (B, L, D)
         mask = batch.targets > 0
+        if self.config.loss == "catalogue":
+            weight, bias = self.item_vectors()
+            logits = (h[mask].float() @ weight.T + bias).masked_fill(~self.seen, -math.inf)
+            return F.cross_entropy(logits, batch.targets[mask] - 1)  # (M, N) over seen items
         codes = self.codes[batch.targets[mask]]  # (M, T): the next item's ID at each position
         return sum(F.nll_loss(logp, codes[:, c])
                    for c, logp in enumerate(self.level_logp(h[mask])))  # (M, K_c) per level
+
+    def item_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N, D) weights and (N,) biases with <h, w_i> + b_i = sum_c logit_c[code(i, c)]."""
+        rows = self.codes[1:] + self.offsets  # (N, T) rows of the packed heads
+        return (self.heads.weight[rows].sum(1).float(),  # (N, T, D) -> (N, D)
+                self.heads.bias[rows].sum(1).float())
 
     # ---- retrieval -------------------------------------------------------------------------
     def exact_scores(self, h: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ read from the fields its config declares, never guessed from the model:
     user_features         categorical users.parquet columns (two_tower), coded here
       -> user_cards       (``user_feature_codes``: 0 = missing) into the weights
     id_sizes              semantic IDs (tiger) from ``params.semantic_ids`` into the weights
-    logit_adjust          each item's training count (``set_item_counts``)
+    logit_adjust, loss    each item's training count (``set_item_counts``) for logit_adjust > 0
+                          (sasrec, hstu) or loss = "catalogue" (semid: unseen items sit out)
 
 plus what the model's kind attaches (``genrec.runs.kinds``: a pair model's training graph).
 ``info`` records what was read (content, user_features, semantic_ids) for run.json, so that
@@ -98,9 +99,10 @@ def set_content(model: Any, vectors: torch.Tensor, present: torch.Tensor, split:
 
 
 def set_item_counts(model: Any, split: Split) -> None:
-    """Each item's training count, for a model whose loss adjusts its logits by it
-    (``logit_adjust``); models without the option are left as they are."""
-    if _declared(model.config, "logit_adjust", 0):
+    """Each item's training count, for a model whose loss uses it (``logit_adjust``, or
+    semid's ``loss = "catalogue"``); models without either are left as they are."""
+    if _declared(model.config, "logit_adjust", 0) \
+            or _declared(model.config, "loss") == "catalogue":
         model.set_item_counts(torch.from_numpy(split.item_counts()))
 
 
