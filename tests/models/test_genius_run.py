@@ -194,3 +194,30 @@ def test_a_top_k_model_is_scored_once_for_the_same_session_metrics(data, name, s
         old = _rescored_lists(run, stage)
         assert new == p6_metrics(run, stage, old) and new["session/n_sessions"] == N_USERS
         assert (old(np.arange(N_USERS)) == -1).any() == sparse  # short lists where intended
+
+
+def test_a_sequence_model_rolled_out_feeds_back_its_own_picks(data):
+    """P6's rolled-out baseline: step 1 is the plain top-1; every later step is the model's best
+    item given the history plus its earlier picks (checked one user at a time through
+    ``score_history``); no history item or repeat; on +1 walks it continues the walk."""
+    torch.manual_seed(0)
+    run = train(make_config("sasrec", [f"data.name={data}", "data.split=next_k", "eval.auc=false",
+                                       "params.dim=16", "params.n_layers=1", "params.max_len=8",
+                                       "params.dropout=0.0", "train.epochs=30", "train.lr=0.01",
+                                       "train.threads=1", "train.batch_size=16"]))
+    kind, users, k = model_kind("sasrec"), np.arange(N_USERS), 6
+    lists = kind.rollout(run, "test", k)(users)
+    history = run.split.history("test")
+    top1 = _rescored_lists(run, "test")(users)[:, 0]
+    np.testing.assert_array_equal(lists[:, 0], top1)
+    known = run.split.sequences("test")
+    for u in users[:8]:
+        seen = list(history[u].indices)
+        for step in range(k):
+            fed = np.concatenate([known[u], lists[u, :step]])
+            scores = kind.score_history(run, fed)
+            scores[seen + list(lists[u, :step]) + [0]] = -np.inf
+            assert lists[u, step] == int(np.argmax(scores))
+        assert len(set(lists[u])) == k and not set(lists[u]) & set(seen)
+    metrics = p6_metrics(run, "test", kind.rollout(run, "test", 20))
+    assert metrics["session/Recall@20"] > 0.8, metrics

@@ -71,6 +71,43 @@ class SequenceKind(Kind):
 
         return score
 
+    def rollout(self, run: Run, stage: str, k: int) -> Callable[[np.ndarray], np.ndarray]:
+        """``lists(users) -> (B, k)`` item lists made by feeding the model its own picks, P6's
+        "rolled out" baseline (docs/protocols.md): greedy, each step takes the best item outside
+        the user's ``stage`` history and the items already picked, and appends it to the input
+        (with the input's last timestamp: one session); -1 where no item is left."""
+        model, split = run.model, run.split
+        max_len = model.config.max_len
+        history = split.history(stage)
+        model.eval()
+
+        def lists(users: np.ndarray) -> np.ndarray:
+            users = np.asarray(users, dtype=np.int64)
+            batch = eval_batch(split, stage, users, max_len)
+            items, times = batch.items, batch.timestamps
+            rows = history[users].tocoo()
+            blocked = torch.zeros(len(users), history.shape[1], dtype=torch.bool)
+            blocked[torch.from_numpy(rows.row).long(), torch.from_numpy(rows.col).long()] = True
+            blocked[:, 0] = True  # PAD
+            out = np.full((len(users), k), -1, dtype=np.int64)
+            last = torch.arange(len(users))
+            with torch.no_grad():
+                for step in range(k):
+                    step_batch = SeqBatch(users=batch.users, items=items, timestamps=times)
+                    scores = model.score(step_batch).float().cpu().masked_fill(blocked, -np.inf)
+                    best = scores.argmax(1)  # (B,)
+                    left = torch.isfinite(scores[last, best])
+                    out[left.numpy(), step] = best[left].numpy()
+                    blocked[last, best] = True
+                    # a user with nothing left feeds PAD, which changes no later input
+                    pick = torch.where(left, best, torch.zeros_like(best))[:, None]
+                    stamp = times[:, -1:] if times.shape[1] else torch.zeros_like(pick)
+                    items = torch.cat([items, pick], 1)[:, -max_len:]
+                    times = torch.cat([times, stamp], 1)[:, -max_len:]
+            return out
+
+        return lists
+
     def score_history(self, run: Run, items: np.ndarray) -> np.ndarray:
         recent = torch.as_tensor(items[-run.model.config.max_len:], dtype=torch.int64)[None]
         # no user row: -1 makes any model that looked users up fail loudly, not silently
