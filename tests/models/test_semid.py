@@ -235,6 +235,29 @@ def test_catalogue_loss_is_cross_entropy_over_the_items_exact_scores():
         m.set_item_counts(torch.ones(3))
 
 
+def test_output_id_vectors_train_seen_items_and_leave_unseen_ones_on_their_codes():
+    # item_output = "both": starts as the codes-only model; after training, an item that sits
+    # out the softmax (no training interaction) still has a zero ID vector, the others moved
+    base, both = trained(loss="catalogue"), model(loss="catalogue", item_output="both")
+    both.load_state_dict({**base.state_dict(), "out_emb": both.out_emb.detach()})
+    b = batch()
+    with torch.no_grad():
+        h = both.encode(b.items)[:, -1]
+        torch.testing.assert_close(both.exact_scores(h).softmax(-1),
+                                   base.exact_scores(h).softmax(-1), atol=1e-5, rtol=0)
+    counts = torch.ones(N_ITEMS + 1, dtype=torch.long)
+    counts[1] = 0
+    both.set_item_counts(counts)
+    opt = torch.optim.AdamW(both.parameters(), lr=1e-2, weight_decay=0.0)
+    for _ in range(3):
+        opt.zero_grad()
+        both.loss(b).backward()
+        opt.step()
+    assert (both.out_emb[0] == 0).all() and both.out_emb[1:].abs().sum() > 0
+    with pytest.raises(ValueError, match="needs loss = \"catalogue\" and decode = \"exact\""):
+        SemIDConfig(n_items=5, id_sizes=(2,), item_output="both").validate()
+
+
 def test_missing_semantic_ids_and_bad_options_name_the_fix():
     with pytest.raises(ValueError, match="genrec semantic-ids build"):
         SemID(SemIDConfig(n_items=5))

@@ -20,7 +20,10 @@ softmax runs over the items that have a training interaction (``set_item_counts`
 genrec.runs): an item never trained on (P1-new's new items) is neither a target nor a negative,
 so training holds no evidence against it and its codes are not pushed down on its account.
 Both rank items identically at test time: the per-level log_softmax subtracts one constant per
-level from every item's sum.
+level from every item's sum. ``item_output = "both"`` (catalogue loss, exact decoding only) adds
+an output ID vector per item, zero at the start, to its composed code vector: items seen in
+training get their own correction, while an item never trained on keeps a zero ID vector (it
+is never in the softmax) and is scored by its codes alone.
 
 Decoding (``decode``). ``"exact"``: log_softmax per level, then every item's score is
 sum_c logp_c[code(item, c)], one gather over the (N, T) code table: a full ranking of the
@@ -59,6 +62,7 @@ from genrec.semantic_ids.trie import SemanticIdItems, beam_search
 __all__ = ["SemIDConfig", "SemID"]
 
 ITEM_INPUTS = ("codes", "id", "both")
+ITEM_OUTPUTS = ("codes", "both")
 DECODES = ("exact", "beam")
 LOSSES = ("levels", "catalogue")
 
@@ -77,6 +81,7 @@ class SemIDConfig:
     decode: str = "exact"     # exact: every item scored | beam: constrained beam, -inf elsewhere
     beam_size: int = 20       # decode="beam": beams, and the items score() returns
     loss: str = "levels"      # levels: sum of per-level CEs | catalogue: softmax over real items
+    item_output: str = "codes"  # codes | both: + an output ID vector per item (catalogue, exact)
 
     def validate(self) -> None:
         if self.item_input not in ITEM_INPUTS:
@@ -86,6 +91,13 @@ class SemIDConfig:
             raise ValueError(f"semid: decode {self.decode!r} is not one of {', '.join(DECODES)}")
         if self.loss not in LOSSES:
             raise ValueError(f"semid: loss {self.loss!r} is not one of {', '.join(LOSSES)}")
+        if self.item_output not in ITEM_OUTPUTS:
+            raise ValueError(f"semid: item_output {self.item_output!r} is not one of "
+                             f"{', '.join(ITEM_OUTPUTS)}")
+        if self.item_output == "both" and (self.loss, self.decode) != ("catalogue", "exact"):
+            raise ValueError("semid: item_output = \"both\" needs loss = \"catalogue\" and "
+                             "decode = \"exact\" (the per-level heads alone do not see the "
+                             "output ID vectors)")
         if self.id_sizes and min(self.id_sizes) < 1:
             raise ValueError(f"semid: id_sizes {self.id_sizes} must give one vocabulary size >= 1 "
                              f"per semantic-ID level; the builder fills it from "
@@ -157,6 +169,9 @@ class SemID(SemanticIdItems, nn.Module):
         self.ln_f = nn.LayerNorm(c.dim)
         self.heads = nn.Linear(c.dim, n_codes)  # the T parallel heads, one Linear(D, K_c) each
         self.apply(self._init)
+        self.out_emb = None  # item_output = "both": (N, D) output ID vectors, zero at the start
+        if c.item_output == "both":
+            self.out_emb = nn.Parameter(torch.zeros(c.n_items, c.dim))
         # (n_items + 1, T) each item's ID; row 0 (PAD) is -1; saved with the weights
         self.register_buffer("codes", torch.full((c.n_items + 1, len(c.id_sizes)), -1))
         # (n_items,) items 1..N in the catalogue softmax: all, until set_item_counts
@@ -239,14 +254,21 @@ class SemID(SemanticIdItems, nn.Module):
                    for c, logp in enumerate(self.level_logp(h[mask])))  # (M, K_c) per level
 
     def item_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(N, D) weights and (N,) biases with <h, w_i> + b_i = sum_c logit_c[code(i, c)]."""
+        """(N, D) weights and (N,) biases with <h, w_i> + b_i = sum_c logit_c[code(i, c)]
+        (+ <h, item i's output ID vector> with item_output = "both")."""
         rows = self.codes[1:] + self.offsets  # (N, T) rows of the packed heads
-        return (self.heads.weight[rows].sum(1).float(),  # (N, T, D) -> (N, D)
-                self.heads.bias[rows].sum(1).float())
+        weight = self.heads.weight[rows].sum(1)  # (N, T, D) -> (N, D)
+        if self.out_emb is not None:
+            weight = weight + self.out_emb
+        return weight.float(), self.heads.bias[rows].sum(1).float()
 
     # ---- retrieval -------------------------------------------------------------------------
     def exact_scores(self, h: torch.Tensor) -> torch.Tensor:
-        """(B, D) states -> (B, N) sum_c logp_c[code(item, c)] for items 1..N, one gather."""
+        """(B, D) states -> (B, N) sum_c logp_c[code(item, c)] for items 1..N, one gather
+        (item_output = "both": the item vectors' logits, the catalogue loss's scores)."""
+        if self.out_emb is not None:
+            weight, bias = self.item_vectors()
+            return h.float() @ weight.T + bias
         logp = torch.cat(self.level_logp(h), -1)  # (B, sum K_c)
         rows = (self.codes[1:] + self.offsets).reshape(-1)  # (N * T,) columns of ``logp``
         return logp.index_select(1, rows).view(len(h), -1, len(self.config.id_sizes)).sum(-1)
