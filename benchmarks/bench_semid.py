@@ -117,7 +117,8 @@ def train_rows(args) -> None:
         ids = info.get("semantic_ids", {})
         data = tomllib.loads((r["out"] / "config.toml").read_text())["data"]
         cell = lambda key: f"{test[key]:.4f}" if key in test else "–"  # noqa: E731
-        row = {"dataset": info["dataset"], "protocol": protocol(data), "model": name,
+        row = {"dataset": info["dataset"], "protocol": protocol(data),
+               "model": f"{name} · {args.label}" if args.label else name,
                "semantic IDs": ids.get("name", "–"),
                "HR@10": cell("HR@10"), "NDCG@10": cell("NDCG@10"),
                "new HR@10": cell("new/HR@10"), "new NDCG@10": cell("new/NDCG@10"),
@@ -200,6 +201,8 @@ def main() -> None:
     tr.add_argument("--set", dest="sets", action="append", default=[], help="extra --set for all")
     tr.add_argument("--out", type=Path, default=REPO / "runs" / "bench_semid")
     tr.add_argument("--reference", default="", help="preset the new-item slice is compared to")
+    tr.add_argument("--label", default="", help="a variant's name, added to the model column "
+                                                "(e.g. for --set params.item_output=codes)")
     de = sub.add_parser("decode", parents=[common],
                         help="exact scoring against beam search for a semid run")
     de.add_argument("run", type=Path, help="a trained semid run directory")
