@@ -9,25 +9,27 @@ Linear(D, K_c) per level (packed as one Linear), not a projection matched agains
 embeddings; ranking is exact over the catalogue (below) instead of RPG's graph-constrained
 decoding; blocks are SASRec's (pre-LN, 4*D GELU, positions counted from the right, packed real
 tokens); ``item_input`` feeds items as the sum of their codes' embeddings (RPG), their ID
-embedding, or both. The loss (``loss``), at every position of the history in one pass:
-``"levels"`` (RPG's) is the next item's negative log-probability under the factorised distribution
-p(item) = prod_c p_c(code_c), which also puts mass on code tuples that name no item;
-``"catalogue"`` renormalises that distribution over the real items: softmax over items of
-s(item) = sum_c logit_c[code(item, c)]. The heads are linear, so s(item) = <h, sum_c W[code_c]> +
-sum_c b[code_c]: one (N, D) matrix of composed code vectors, a full softmax like SASRec's, whose
-item vectors are built from shared codes (a new item gets a trained vector from its codes). The
+embedding, or both.
+
+Loss (``loss``), at every position of the history in one pass. ``"levels"`` (RPG's): the next
+item's negative log-probability under the factorised distribution p(item) = prod_c p_c(code_c),
+which also puts mass on code tuples that name no item. ``"catalogue"``: that distribution
+renormalised over the real items, a softmax over items of s(item) = sum_c logit_c[code(item, c)].
+The heads are linear, so s(item) = <h, sum_c W[code_c]> + sum_c b[code_c]: one (N, D) matrix of
+composed code vectors, a full softmax like SASRec's whose item vectors are built from shared
+codes (a new item gets a trained vector from its codes). Both rank items identically at test
+time: the per-level log_softmax subtracts one constant per level from every item's sum. The
 softmax runs over the items that have a training interaction (``set_item_counts``, given by
 genrec.runs): an item never trained on (P1-new's new items) is neither a target nor a negative,
-so training holds no evidence against it and its codes are not pushed down on its account.
-Both rank items identically at test time: the per-level log_softmax subtracts one constant per
-level from every item's sum. ``item_output = "both"`` (catalogue loss, exact decoding only) adds
-an output ID vector per item, zero at the start, to its composed code vector: items seen in
-training get their own correction, while an item never trained on keeps a zero ID vector (it
-is never in the softmax) and is scored by its codes alone.
+so training holds no evidence against it. ``item_output = "both"`` (catalogue loss, exact
+decoding only) adds an output ID vector per item, zero at the start, to its composed code
+vector: seen items get their own correction, an unseen item keeps a zero vector and is scored
+by its codes alone.
 
 Decoding (``decode``). ``"exact"``: log_softmax per level, then every item's score is
 sum_c logp_c[code(item, c)], one gather over the (N, T) code table: a full ranking of the
-catalogue. The dedup level makes every item's tuple distinct (``semantic_ids.store`` refuses a file
+catalogue (item_output = "both": the catalogue loss's s(item) + <h, ID vector>, one matmul).
+The dedup level makes every item's tuple distinct (``semantic_ids.store`` refuses a file
 where two items share one), so two items tie only when their log-probs sum to the same float; the
 evaluator then counts ties pessimistically and top-k lists take the lower item index
 (``genrec.topk``). Items whose first C codes collide differ only by the dedup head, which learns
