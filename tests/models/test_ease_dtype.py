@@ -47,3 +47,34 @@ def test_dtype_is_checked() -> None:
         EASE(EASEConfig(dtype="float16"))
     with pytest.raises(ValueError, match=r"60,000 items.*about 14 GB"):
         EASE(EASEConfig(n_items=60_000, dtype="float32"))
+
+
+
+def test_large_matrices_are_factorised_on_one_blas_thread(monkeypatch) -> None:
+    # past _MULTI_THREAD_MAX_ROWS the Cholesky runs under a 1-thread BLAS limit (the shipped
+    # OpenBLAS crashes in multi-threaded dpotrf on ~16k rows); the inverse is the same
+    import scipy.linalg.lapack
+    from threadpoolctl import threadpool_info
+
+    from genrec.models import ease
+
+    rng = np.random.default_rng(0)
+    a = rng.random((40, 8))
+    g = a @ a.T + 40 * np.eye(40)
+    threads: list[int] = []
+    real = scipy.linalg.lapack.get_lapack_funcs
+
+    def spying(names, arrays):
+        potrf, potri = real(names, arrays)
+
+        def spy(*args, **kw):
+            threads.extend(i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas")
+            return potrf(*args, **kw)
+
+        return spy, potri
+
+    monkeypatch.setattr(scipy.linalg.lapack, "get_lapack_funcs", spying)
+    monkeypatch.setattr(ease, "_MULTI_THREAD_MAX_ROWS", 10)
+    inv = _inverse_in_place(np.asfortranarray(g.copy()))
+    np.testing.assert_allclose(inv, np.linalg.inv(g), atol=1e-10)
+    assert threads and set(threads) == {1}

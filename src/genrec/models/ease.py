@@ -66,16 +66,26 @@ class EASEConfig:
                 f"catalogues, or shrink the catalogue with a k-core filter")
 
 
+# The OpenBLAS that numpy/scipy ship (0.3.31) crashes (SIGSEGV) in multi-threaded dpotrf past
+# about 15,000 rows on this machine class (14,000 ran, 16,384 and Amazon Sports' 18,357
+# crashed, with 2 threads; one thread runs them): larger matrices are factorised on one thread.
+_MULTI_THREAD_MAX_ROWS = 14_000
+
+
 def _inverse_in_place(g: np.ndarray, block: int = 2048) -> np.ndarray:
     """Overwrite the symmetric positive definite Fortran-ordered ``g`` with its inverse.
 
     potrf/potri compute the upper triangle only; the lower one is then mirrored a block of
     rows at a time, so the extra memory is O(block * N), never a second N x N matrix.
     """
+    from threadpoolctl import threadpool_limits
+
     potrf, potri = scipy.linalg.lapack.get_lapack_funcs(("potrf", "potri"), (g,))
-    g, info = potrf(g, lower=False, clean=False, overwrite_a=True)
-    if info == 0:
-        g, info = potri(g, lower=False, overwrite_c=True)
+    one_thread = g.shape[0] > _MULTI_THREAD_MAX_ROWS
+    with threadpool_limits(limits=1 if one_thread else None, user_api="blas"):
+        g, info = potrf(g, lower=False, clean=False, overwrite_a=True)
+        if info == 0:
+            g, info = potri(g, lower=False, overwrite_c=True)
     if info != 0:  # l2 > 0 makes G positive definite, so only non-finite input gets here
         raise ValueError(f"ease: X^T X + l2 I is not positive definite (LAPACK info {info}); "
                          f"check the train matrix for NaN/inf values")
