@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from genrec.evaluation import EvalResult
     from genrec.runs import Run
 
-__all__ = ["KINDS", "Kind", "model_kind", "cooccurrence", "cosine", "sparse_row"]
+__all__ = ["KINDS", "Kind", "model_kind", "cooccurrence", "cosine", "sparse_row", "history_mask"]
 
 KINDS: dict[str, tuple[str, str]] = {
     "matrix": ("genrec.runs.kinds.matrix", "MatrixKind"),        # fitted in closed form
@@ -117,11 +117,8 @@ class Kind:
         score, history = self.scorer(run, stage), run.split.history(stage)
 
         def lists(users: np.ndarray) -> np.ndarray:
-            scores = torch.as_tensor(score(users)).detach().float().cpu().clone()
-            rows = history[users].tocoo()
-            scores[torch.from_numpy(rows.row).long(), torch.from_numpy(rows.col).long()] = -np.inf
-            scores[:, 0] = -np.inf
-            return top_k(scores, k)[0].numpy()
+            scores = torch.as_tensor(score(users)).detach().float().cpu()
+            return top_k(scores.masked_fill(history_mask(history, users), -np.inf), k)[0].numpy()
 
         return p6_metrics(run, stage, lists)
 
@@ -152,6 +149,16 @@ def _kept_lists(ranked: EvalResult, n_users: int, k: int) -> Callable[[np.ndarra
         return top
 
     return lists
+
+
+def history_mask(history: sp.csr_matrix, users: np.ndarray) -> torch.Tensor:
+    """(B, n_items + 1) True at each user's ``history`` items and at column 0 (PAD): the
+    entries a ranking of ``users`` must never return."""
+    rows = history[users].tocoo()
+    mask = torch.zeros(len(users), history.shape[1], dtype=torch.bool)
+    mask[torch.from_numpy(rows.row).long(), torch.from_numpy(rows.col).long()] = True
+    mask[:, 0] = True
+    return mask
 
 
 def sparse_row(row: sp.spmatrix, width: int) -> np.ndarray:

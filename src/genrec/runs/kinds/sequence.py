@@ -19,7 +19,7 @@ import torch
 from genrec.data.batches import (SeqBatch, eval_batch, n_train_batches, train_batches,
                                  user_sequences)
 from genrec.data.dataset import DataError
-from genrec.runs.kinds import Kind, Scorer, Similar, cosine
+from genrec.runs.kinds import Kind, Scorer, Similar, cosine, history_mask
 
 if TYPE_CHECKING:
     import scipy.sparse as sp
@@ -85,10 +85,7 @@ class SequenceKind(Kind):
             users = np.asarray(users, dtype=np.int64)
             batch = eval_batch(split, stage, users, max_len)
             items, times = batch.items, batch.timestamps
-            rows = history[users].tocoo()
-            blocked = torch.zeros(len(users), history.shape[1], dtype=torch.bool)
-            blocked[torch.from_numpy(rows.row).long(), torch.from_numpy(rows.col).long()] = True
-            blocked[:, 0] = True  # PAD
+            blocked = history_mask(history, users)  # grows with each step's picks
             out = np.full((len(users), k), -1, dtype=np.int64)
             last = torch.arange(len(users))
             with torch.no_grad():
