@@ -13,7 +13,7 @@ import torch
 
 from genrec.data.batches import SeqBatch
 from genrec.data.sessions import SessionBatch
-from genrec.models.genius import EXPERTS, Genius, GeniusConfig
+from genrec.models.genius import ENCODERS, EXPERTS, Genius, GeniusConfig
 
 N_ITEMS, S, C_DIM, I_DIM = 30, 6, 5, 3
 COMBOS = [list(c) for r in range(len(EXPERTS) + 1) for c in itertools.combinations(EXPERTS, r)]
@@ -79,13 +79,28 @@ def test_no_position_sees_its_own_or_a_later_target(experts, mix):
     assert leaks(m, b) != []
 
 
-def test_the_encoder_sees_the_history_only():
-    m, b = model(), batch()
+@pytest.mark.parametrize(("encoder", "start"), [("hstu", "learned"), ("sasrec", "learned"),
+                                                ("sasrec", "state")])
+def test_the_encoder_sees_the_history_only(encoder, start):
+    m, b = model(encoder=encoder, start=start), batch()
+    assert leaks(m, b) == []
     with torch.no_grad():
         mem, _ = m.encode(b.items, b.timestamps)
         mem2, _ = m.encode(changed_from(b, 0, 1).items, b.timestamps)
         assert torch.equal(mem, mem2)  # targets are not an input of the encoder
         other = SessionBatch(b.users, b.items.flip(1), b.targets, b.timestamps)
+        assert not torch.equal(m(b).logits[:, 0], m(other).logits[:, 0])
+
+
+def test_start_state_feeds_position_0_the_encoders_newest_state():
+    m, b = model(encoder="sasrec", start="state"), batch()
+    with torch.no_grad():
+        memory, ignore = m.encode(b.items, b.timestamps)
+        x, _ = m._inputs(Genius._shifted(b.targets), memory[:, -1])
+        torch.testing.assert_close(x[:, 0], memory[:, -1] + m.pos_emb.weight[0])
+        older = b.items.clone()
+        older[:, 0] = (older[:, 0] % N_ITEMS) + 1  # the oldest item changes: so does the state
+        other = SessionBatch(b.users, older, b.targets, b.timestamps)
         assert not torch.equal(m(b).logits[:, 0], m(other).logits[:, 0])
 
 
@@ -109,7 +124,8 @@ def test_absent_experts_are_dropped_not_zero_filled():
 
 def test_bad_configs_fail_loudly():
     for bad in ({"experts": ("behaviour", "audio")}, {"mix": "max"}, {"decode": "sample"},
-                {"top_p": 0.0}, {"session_len": 0}, {"dim": 15}):
+                {"top_p": 0.0}, {"session_len": 0}, {"dim": 15}, {"encoder": "gru"},
+                {"start": "eos"}):
         with pytest.raises(ValueError, match="genius"):
             Genius(GeniusConfig(n_items=5, **bad))
 
@@ -166,9 +182,10 @@ def test_a_planted_session_pattern_is_learned():
     assert (out == seq[:, 4:]).float().mean() > 0.9
 
 
-@pytest.mark.parametrize("loss", ["ce", "sampled"])
-def test_losses_are_finite_and_a_frozen_encoder_gets_no_gradient(loss):
-    m = model(loss=loss, n_negatives=8, freeze_encoder=True).train()
+@pytest.mark.parametrize(("loss", "encoder"), [("ce", "hstu"), ("sampled", "hstu"),
+                                               ("ce", "sasrec")])
+def test_losses_are_finite_and_a_frozen_encoder_gets_no_gradient(loss, encoder):
+    m = model(loss=loss, n_negatives=8, freeze_encoder=True, encoder=encoder).train()
     m.loss(batch()).backward()
     assert all(p.grad is None for p in m.encoder.blocks.parameters())
     assert m.encoder.item_emb.weight.grad.abs().sum() > 0  # the tied output table still learns

@@ -4,11 +4,16 @@ Reference: the design of issue 22 (after a public "generative session" project):
 ICML 2024, arXiv:2402.17152) reads the history; a causal Transformer decoder (Vaswani et al. 2017)
 with cross-attention to it writes the next items. Changes against the public project: the decoder
 is causal everywhere (its experts are per-item representations, they attend to nothing), inputs are
-the targets shifted by one, and the same decoder is what evaluation scores. DPO (Rafailov et al.,
-NeurIPS 2023) is ``loss(PreferenceBatch)``; its pairs are sampled by the session kind's adapter.
+the targets shifted by one, and the same decoder is what evaluation scores. The encoder may be the
+registered SASRec instead of HSTU (``encoder = "sasrec"``): on ML-100k P6 it is the stronger
+next-item model (BENCHMARKS.md), and the decoder can only refine what the encoder reads. DPO
+(Rafailov et al., NeurIPS 2023) is ``loss(PreferenceBatch)``; its pairs are sampled by the session
+kind's adapter.
 
 Per decoder position p the input item x_p (BOS at p = 0, else the previous true / generated item)
-is represented by each active expert e, and the experts are mixed:
+is represented by each active expert e, and the experts are mixed (BOS itself is a learned vector,
+or with ``start = "state"`` the encoder's state after the newest history item, so that position 0
+starts from what the encoder alone would score):
     behaviour  E[x] * sqrt(D)            the item table, also the tied output layer
     content    W_c c[x]                  c: frozen text vectors (buffer), W_c learned
     image      W_i v[x]                  v: frozen image vectors (buffer), W_i learned
@@ -41,11 +46,14 @@ from genrec.data.batches import SeqBatch
 from genrec.data.sessions import PreferenceBatch, SessionBatch
 from genrec.models import _losses as losses
 from genrec.models.hstu import HSTU, HSTUConfig
+from genrec.models.sasrec import SASRec, SASRecConfig
 
-__all__ = ["GeniusConfig", "Genius", "SessionOutput", "dpo_loss", "EXPERTS", "MIXES", "DECODES",
-           "DPO_FIELDS"]
+__all__ = ["GeniusConfig", "Genius", "SessionOutput", "dpo_loss", "EXPERTS", "ENCODERS", "MIXES",
+           "DECODES", "DPO_FIELDS"]
 
 EXPERTS = ("behaviour", "content", "image")
+ENCODERS = ("hstu", "sasrec")
+STARTS = ("learned", "state")
 MIXES = ("gate", "sum")
 DECODES = ("greedy", "beam", "top_p")
 # fields a DPO run (or an init_from run) may set differently from the run whose weights it starts
@@ -60,11 +68,14 @@ class GeniusConfig:
     max_len: int = 50  # newest history items the encoder reads
     session_len: int = 20  # decoder positions: items trained per sample and generated per list
     dim: int = 64  # model width D
-    n_layers: int = 2  # HSTU encoder blocks
+    encoder: str = "hstu"  # hstu | sasrec: the registered model that reads the history
+    n_layers: int = 2  # encoder blocks
     n_decoder_layers: int = 2  # Transformer decoder layers
+    start: str = "learned"  # what decoder position 0 reads: a learned BOS vector, or "state", the
+    # encoder's state after the newest history item (what the encoder alone scores from)
     n_heads: int = 2  # attention heads of encoder and decoder; dim must divide by it
     dropout: float = 0.2
-    n_time_buckets: int = 128  # the encoder's log-bucketed time-gap bias; 0 disables
+    n_time_buckets: int = 128  # HSTU's log-bucketed time-gap bias; 0 disables (SASRec: none)
     experts: tuple[str, ...] = ("behaviour", "content", "image")  # the ablation's switch
     mix: str = "gate"  # gate (softmax over the item's experts) | sum (plain sum)
     content: str = ""  # content expert: encoder name in the dataset's item_vectors, or a
@@ -99,7 +110,9 @@ class GeniusConfig:
         if bad or len(set(self.experts)) != len(self.experts):
             raise ValueError(f"genius: experts {list(self.experts)} must be distinct names from "
                              f"{list(EXPERTS)} (an empty list is the no-expert ablation)")
-        for name, value, choices in (("mix", self.mix, MIXES), ("decode", self.decode, DECODES),
+        for name, value, choices in (("encoder", self.encoder, ENCODERS),
+                                     ("start", self.start, STARTS), ("mix", self.mix, MIXES),
+                                     ("decode", self.decode, DECODES),
                                      ("loss", self.loss, ("ce", "sampled"))):
             if value not in choices:
                 raise ValueError(f"genius: {name} {value!r} is not one of {', '.join(choices)}")
@@ -170,10 +183,13 @@ class Genius(nn.Module):
         super().__init__()
         config.validate()
         self.config = c = config
-        # the encoder is the registered HSTU (full-softmax next-item loss for pre-training)
-        self.encoder = HSTU(HSTUConfig(n_items=c.n_items, max_len=c.max_len, dim=c.dim,
-                                       n_layers=c.n_layers, n_heads=c.n_heads, dropout=c.dropout,
-                                       loss="ce", l2_norm=False, n_time_buckets=c.n_time_buckets))
+        # the encoder is a registered next-item model (full-softmax loss for pre-training)
+        self.encoder = (
+            HSTU(HSTUConfig(n_items=c.n_items, max_len=c.max_len, dim=c.dim, n_layers=c.n_layers,
+                            n_heads=c.n_heads, dropout=c.dropout, loss="ce", l2_norm=False,
+                            n_time_buckets=c.n_time_buckets)) if c.encoder == "hstu" else
+            SASRec(SASRecConfig(n_items=c.n_items, max_len=c.max_len, dim=c.dim,
+                                n_layers=c.n_layers, n_heads=c.n_heads, dropout=c.dropout)))
         dims = {"behaviour": c.dim, "content": c.content_dim, "image": c.image_dim}
         self.experts = [e for e in c.experts if dims[e]]  # absent modalities are dropped
         self.modalities = nn.ModuleDict({e: ItemVectors(c.n_items, dims[e], c.dim)
@@ -210,14 +226,15 @@ class Genius(nn.Module):
         """History (B, L) -> (memory (B, L, D), key padding mask (B, L), True = ignore)."""
         items = items[:, -self.config.max_len:]
         timestamps = None if timestamps is None else timestamps[:, -self.config.max_len:]
-        memory = self.encoder.encode(items, timestamps)
+        memory = (self.encoder.encode(items, timestamps) if self.config.encoder == "hstu"
+                  else self.encoder.encode(items))
         ignore = items == 0
         ignore[ignore.all(1)] = False  # an empty history: attend to the PAD state, not to nothing
         return memory, ignore
 
-    def _inputs(self, prev: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoder inputs for ``prev`` (B, P), the item fed at each position (column 0 is BOS):
-        (B, P, D) vectors and (B, P, E) gate weights."""
+    def _inputs(self, prev: torch.Tensor, start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder inputs for ``prev`` (B, P), the item fed at each position (column 0 is BOS,
+        which reads ``start`` (B, D)): (B, P, D) vectors and (B, P, E) gate weights."""
         B, P = prev.shape
         c = self.config
         reps, have = [], []
@@ -243,7 +260,7 @@ class Genius(nn.Module):
             x = (gate[..., None] * r).sum(2)              # (B, P, D)
         first = torch.zeros(P, dtype=torch.bool, device=prev.device)
         first[0] = True
-        x = torch.where(first[None, :, None], self.bos, x)  # position 0 reads BOS
+        x = torch.where(first[None, :, None], start[:, None], x)  # position 0 reads BOS
         gate = gate.masked_fill(first[None, :, None], 0.0)
         return x + self.pos_emb.weight[:P], gate
 
@@ -251,7 +268,8 @@ class Genius(nn.Module):
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, P, D) decoder states and (B, P, E) gate weights for ``prev`` (B, P); position p
         sees prev[:, :p + 1] only (the causal mask) and the whole history."""
-        x, gate = self._inputs(prev)
+        start = memory[:, -1] if self.config.start == "state" else self.bos.expand(len(prev), -1)
+        x, gate = self._inputs(prev, start)
         P = prev.shape[1]
         mask = nn.Transformer.generate_square_subsequent_mask(P, device=x.device, dtype=x.dtype) \
             if self.causal else None
