@@ -258,6 +258,37 @@ def test_output_id_vectors_train_seen_items_and_leave_unseen_ones_on_their_codes
         SemIDConfig(n_items=5, id_sizes=(2,), item_output="both").validate()
 
 
+def test_scoring_reuses_item_vectors_until_a_weight_changes():
+    # item_output = "both" scores with (N, D) item vectors; without gradients they are kept
+    # between calls, and an optimiser step or a weight load must rebuild them
+    m = model(loss="catalogue", item_output="both").eval()
+    h = m.encode(batch().items)[:, -1].detach()
+
+    def fresh() -> torch.Tensor:
+        weight, bias = m.item_vectors()
+        return h @ weight.T + bias
+
+    with torch.no_grad():
+        first = m.exact_scores(h)
+        kept = m._scoring[1][0]
+        m.exact_scores(h)
+        assert m._scoring[1][0] is kept  # the same vectors, not rebuilt
+    opt = torch.optim.SGD(m.parameters(), lr=0.5)
+    m.train()
+    opt.zero_grad()
+    m.loss(batch()).backward()
+    opt.step()
+    m.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(m.exact_scores(h), fresh())
+        assert not torch.allclose(m.exact_scores(h), first)
+        other = model(loss="catalogue", item_output="both")
+        other.out_emb.normal_()
+        other.heads.weight.normal_()
+        m.load_state_dict(other.state_dict())
+        torch.testing.assert_close(m.exact_scores(h), fresh())
+
+
 def test_missing_semantic_ids_and_bad_options_name_the_fix():
     with pytest.raises(ValueError, match="genrec semantic-ids build"):
         SemID(SemIDConfig(n_items=5))

@@ -178,6 +178,7 @@ class SemID(SemanticIdItems, nn.Module):
         self.register_buffer("codes", torch.full((c.n_items + 1, len(c.id_sizes)), -1))
         # (n_items,) items 1..N in the catalogue softmax: all, until set_item_counts
         self.register_buffer("seen", torch.ones(c.n_items, dtype=torch.bool), persistent=False)
+        self._scoring: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # see below
 
     @staticmethod
     def _init(m: nn.Module) -> None:
@@ -264,12 +265,23 @@ class SemID(SemanticIdItems, nn.Module):
             weight = weight + self.out_emb
         return weight.float(), self.heads.bias[rows].sum(1).float()
 
+    def _frozen_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``item_vectors()`` for scoring without gradients, rebuilt only when a tensor it reads
+        changed: an optimiser step or a weight load bumps a tensor's version counter, a move
+        changes its storage. A served model then skips the (N, T, D) gather per request."""
+        tensors = (self.heads.weight, self.heads.bias, self.out_emb, self.codes, self.offsets)
+        key = tuple((t.data_ptr(), t._version) for t in tensors)
+        if self._scoring is None or self._scoring[0] != key:
+            self._scoring = key, self.item_vectors()
+        return self._scoring[1]
+
     # ---- retrieval -------------------------------------------------------------------------
     def exact_scores(self, h: torch.Tensor) -> torch.Tensor:
         """(B, D) states -> (B, N) sum_c logp_c[code(item, c)] for items 1..N, one gather
         (item_output = "both": the item vectors' logits, the catalogue loss's scores)."""
         if self.out_emb is not None:
-            weight, bias = self.item_vectors()
+            grad = torch.is_grad_enabled()
+            weight, bias = self.item_vectors() if grad else self._frozen_vectors()
             return h.float() @ weight.T + bias
         logp = torch.cat(self.level_logp(h), -1)  # (B, sum K_c)
         rows = (self.codes[1:] + self.offsets).reshape(-1)  # (N * T,) columns of ``logp``
