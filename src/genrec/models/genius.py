@@ -1,4 +1,4 @@
-"""GENIUS: session generation with an HSTU encoder and a mixture-of-experts Transformer decoder.
+"""GENIUS: session generation, an HSTU (or SASRec) encoder and a mixture-of-experts decoder.
 
 Reference: the design of issue 22 (after a public "generative session" project): HSTU (Zhai et al.,
 ICML 2024, arXiv:2402.17152) reads the history; a causal Transformer decoder (Vaswani et al. 2017)
@@ -48,8 +48,8 @@ from genrec.models import _losses as losses
 from genrec.models.hstu import HSTU, HSTUConfig
 from genrec.models.sasrec import SASRec, SASRecConfig
 
-__all__ = ["GeniusConfig", "Genius", "SessionOutput", "dpo_loss", "EXPERTS", "ENCODERS", "MIXES",
-           "DECODES", "DPO_FIELDS"]
+__all__ = ["GeniusConfig", "Genius", "SessionOutput", "dpo_loss", "EXPERTS", "ENCODERS", "STARTS",
+           "MIXES", "DECODES", "DPO_FIELDS"]
 
 EXPERTS = ("behaviour", "content", "image")
 ENCODERS = ("hstu", "sasrec")

@@ -178,7 +178,8 @@ class SemID(SemanticIdItems, nn.Module):
         self.register_buffer("codes", torch.full((c.n_items + 1, len(c.id_sizes)), -1))
         # (n_items,) items 1..N in the catalogue softmax: all, until set_item_counts
         self.register_buffer("seen", torch.ones(c.n_items, dtype=torch.bool), persistent=False)
-        self._scoring: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None  # see below
+        # item_output = "both": the item vectors scoring keeps (_frozen_vectors), with their key
+        self._scoring: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     @staticmethod
     def _init(m: nn.Module) -> None:
