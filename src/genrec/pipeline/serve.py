@@ -52,6 +52,8 @@ def is_pipeline_run(path: str | Path) -> bool:
 class ChainRecommender(Recommender):
     """A pipeline run's chain for known users; the first recall run for anything else."""
 
+    ranks_user_scores = False  # a known user's list is the chain's, not score_users' top-k
+
     def __init__(self, run_dir: str | Path) -> None:
         self.pipeline = p = load_pipeline(run_dir)
         base = next(iter(p.runs.values()))

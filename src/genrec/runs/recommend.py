@@ -69,6 +69,10 @@ class Recommender:
         >>> r.recommend(user=0, k=5).items, r.recommend(history=np.array([1, 2])).items
     """
 
+    # recommend(user=u) ranks score_users([u]), so a caller may score several users in one call
+    # and pass each its row (``scores``); a subclass that ranks otherwise sets False
+    ranks_user_scores = True
+
     def __init__(self, run: Run) -> None:
         self.run = run
         self.kind = model_kind(run.config.model)
@@ -91,13 +95,15 @@ class Recommender:
 
     def recommend(self, *, user: int | None = None, history: np.ndarray | None = None,
                   k: int = 10, exclude: np.ndarray | None = None,
-                  unknown: str | None = None) -> Recommendation:
+                  unknown: str | None = None, scores: np.ndarray | None = None
+                  ) -> Recommendation:
         """Top-``k`` for user_idx ``user``, else for an explicit ``history``; ``unknown``: a raw
         user id that is not in the dataset, served the most popular items (as is an empty
-        history), flagged."""
+        history), flagged. ``scores``: ``user``'s (n_items + 1,) scores when the caller already
+        has them (the server scores waiting users in one call)."""
         reason = f"unknown user {unknown!r}" if unknown is not None else None
         if reason is None and user is not None:
-            scores, seen = self.score_user(user), self.seen(user)
+            scores, seen = self.score_user(user) if scores is None else scores, self.seen(user)
         elif reason is None and history is not None and len(history):
             scores, seen = self.score_history(history), history
         else:

@@ -146,11 +146,13 @@ class Bundle:
 
     def recommend(self, *, user: str | None = None, history: np.ndarray | None = None,
                   k: int = 10, exclude: np.ndarray | None = None,
-                  fallback: str | None = None) -> Recommendation:
+                  fallback: str | None = None, scores: np.ndarray | None = None
+                  ) -> Recommendation:
         """Top-``k`` for a raw user id or an explicit history; seen and excluded items masked.
 
         An empty history, or an unknown user with ``fallback="popular"``, gets the most popular
-        items, flagged in the result.
+        items, flagged in the result. ``scores``: the known user's scores, already computed
+        (``genrec.serving.app``'s batcher, for a recommender whose ``ranks_user_scores``).
         """
         u = unknown = None
         if user is not None:
@@ -160,8 +162,9 @@ class Bundle:
                 if fallback != "popular":
                     raise
                 unknown = user
+        given = {"scores": scores} if scores is not None and u is not None else {}
         return self.recommender.recommend(user=u, history=history if user is None else None,
-                                          k=k, exclude=exclude, unknown=unknown)
+                                          k=k, exclude=exclude, unknown=unknown, **given)
 
     def similar(self, item: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` items related to ``item`` (itself excluded) and their similarity."""
