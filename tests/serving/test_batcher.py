@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
-import torch
 
 from genrec.pipeline.serve import ChainRecommender
 from genrec.runs.recommend import Recommender
@@ -16,11 +15,11 @@ from genrec.serving.app import UserBatcher
 def test_waiting_users_share_one_model_call_and_get_their_own_rows():
     calls = []
 
-    def score_users(users: np.ndarray) -> torch.Tensor:
+    def user_scores(users: np.ndarray) -> np.ndarray:
         calls.append(users.tolist())
-        return torch.tensor(users, dtype=torch.float32)[:, None] * torch.tensor([1.0, 2.0])
+        return users[:, None] * np.array([1.0, 2.0])
 
-    batcher = UserBatcher(score_users)
+    batcher = UserBatcher(user_scores)
 
     async def requests(users: list[int]) -> list[np.ndarray]:
         return await asyncio.gather(*(batcher.scores(u) for u in users))
@@ -32,7 +31,7 @@ def test_waiting_users_share_one_model_call_and_get_their_own_rows():
 
 
 def test_an_error_reaches_every_waiting_request():
-    def broken(users: np.ndarray) -> torch.Tensor:
+    def broken(users: np.ndarray) -> np.ndarray:
         raise RuntimeError("model failed")
 
     batcher = UserBatcher(broken)
@@ -45,5 +44,5 @@ def test_an_error_reaches_every_waiting_request():
 
 
 def test_only_recommenders_that_rank_their_scores_are_batched():
-    # a chain's known-user list is not the top-k of its score_users (its first recall run)
+    # a chain's known-user list is not the top-k of its user_scores (its first recall run)
     assert Recommender.ranks_user_scores and not ChainRecommender.ranks_user_scores

@@ -52,7 +52,7 @@ def is_pipeline_run(path: str | Path) -> bool:
 class ChainRecommender(Recommender):
     """A pipeline run's chain for known users; the first recall run for anything else."""
 
-    ranks_user_scores = False  # a known user's list is the chain's, not score_users' top-k
+    ranks_user_scores = False  # a known user's list is the chain's, not user_scores' top-k
 
     def __init__(self, run_dir: str | Path) -> None:
         self.pipeline = p = load_pipeline(run_dir)

@@ -69,8 +69,8 @@ class Recommender:
         >>> r.recommend(user=0, k=5).items, r.recommend(history=np.array([1, 2])).items
     """
 
-    # recommend(user=u) ranks score_users([u]), so a caller may score several users in one call
-    # and pass each its row (``scores``); a subclass that ranks otherwise sets False
+    # recommend(user=u) ranks user_scores([u])[0], so a caller may score several users in one
+    # call and pass each its row (``scores``); a subclass that ranks otherwise sets False
     ranks_user_scores = True
 
     def __init__(self, run: Run) -> None:
@@ -85,9 +85,13 @@ class Recommender:
         """item_idx user ``u`` interacted with (a CSR row without scipy's slicing overhead)."""
         return self.known.indices[self.known.indptr[u]:self.known.indptr[u + 1]]
 
+    def user_scores(self, users: np.ndarray) -> np.ndarray:
+        """(B, n_items + 1) float64 scores of user_idx ``users``, in one model call."""
+        return torch.as_tensor(self.score_users(users)).cpu().double().numpy()
+
     def score_user(self, u: int) -> np.ndarray:
         """(n_items + 1,) float64 scores from everything user ``u`` is known to have done."""
-        return torch.as_tensor(self.score_users(np.array([u]))).cpu().double().numpy()[0]
+        return self.user_scores(np.array([u]))[0]
 
     def score_history(self, items: np.ndarray) -> np.ndarray:
         """(n_items + 1,) float64 scores from an explicit item history (item_idx, oldest first)."""

@@ -126,8 +126,8 @@ class UserBatcher:
     sockets; they then reach ``scores`` within a few loop turns, and ``_flush`` waits until a
     turn brings no new one before it scores them all together."""
 
-    def __init__(self, score_users: Any) -> None:
-        self._score_users = score_users  # user_idx (B,) -> (B, n_items + 1) scores
+    def __init__(self, user_scores: Any) -> None:
+        self._user_scores = user_scores  # user_idx (B,) -> (B, n_items + 1) float64 scores
         self._waiting: list[tuple[int, asyncio.Future]] = []
 
     async def scores(self, user: int) -> np.ndarray:
@@ -144,8 +144,7 @@ class UserBatcher:
             await asyncio.sleep(0)
         batch, self._waiting = self._waiting, []
         try:
-            out = self._score_users(np.array([u for u, _ in batch], dtype=np.int64))
-            rows = np.asarray(out.cpu().double() if hasattr(out, "cpu") else out, np.float64)
+            rows = self._user_scores(np.array([u for u, _ in batch], dtype=np.int64))
         except Exception as e:  # every waiting request gets the error, as it would alone
             for _, future in batch:
                 if not future.done():
@@ -158,11 +157,11 @@ class UserBatcher:
 
 def _batcher(request: Request) -> UserBatcher | None:
     """The app's batcher, made on first use; None for a recommender whose known users' lists
-    are not the top-k of ``score_users`` (a ranking chain)."""
+    are not the top-k of ``user_scores`` (a ranking chain)."""
     state = request.app.state
     if not hasattr(state, "batcher"):
         r = _bundle(request).recommender
-        state.batcher = UserBatcher(r.score_users) if r.ranks_user_scores else None
+        state.batcher = UserBatcher(r.user_scores) if r.ranks_user_scores else None
     return state.batcher
 
 

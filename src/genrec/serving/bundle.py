@@ -162,7 +162,7 @@ class Bundle:
                 if fallback != "popular":
                     raise
                 unknown = user
-        given = {"scores": scores} if scores is not None and u is not None else {}
+        given = {"scores": scores} if scores is not None else {}  # a chain takes none
         return self.recommender.recommend(user=u, history=history if user is None else None,
                                           k=k, exclude=exclude, unknown=unknown, **given)
 
